@@ -1,0 +1,1 @@
+//! Container set-up from an OCI runtime spec.
