@@ -1,1 +1,748 @@
-//! End-to-end tests live in `tests/`; this library is empty on purpose.
+//! End-to-end test harness for berth.
+//!
+//! The tests in `tests/tests/*.rs` drive the real `berth` binary the way a
+//! user would: through its command line. Every test gets its own [`Berth`]: a
+//! fresh state directory passed as `berth --root <tmp>`, so tests never see
+//! each other's images or containers and never touch `/var/lib/berth`.
+//!
+//! Which binary is tested (first match wins):
+//! 1. `$BERTH_BIN`;
+//! 2. the `berth` next to the test executable's profile directory (the one
+//!    `cargo build` just built with the same profile: `target/debug/berth` for
+//!    `cargo test`);
+//! 3. `<workspace>/target/debug/berth`, then `<workspace>/target/release/berth`.
+//!
+//! A package cannot depend on another package's binary, so `cargo test` does
+//! not build `berth` by itself: `scripts/test.sh` runs `cargo build
+//! --workspace` first.
+//!
+//! Most of berth needs root (namespaces, mounts, cgroups). Tests start with
+//! [`require_root!`], which prints `skipped: <reason>` and returns when the
+//! tests are not run as root.
+
+use std::collections::hash_map::DefaultHasher;
+use std::ffi::CString;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The script that builds the busybox root filesystem tarball.
+const MAKE_ROOTFS_SCRIPT: &str = include_str!("../images/make-busybox-rootfs.sh");
+
+/// The `PATH` the busybox image is imported with (the official image's).
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The reference every [`Berth::with_busybox`] store holds.
+pub const BUSYBOX: &str = "busybox:latest";
+
+/// How long a berth command may run before the harness kills it.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long stdout/stderr may stay open after berth exited. A background
+/// process that keeps berth's stdout open makes `id=$(berth run -d ...)` hang
+/// in a shell, so the harness treats it as a bug.
+const PIPE_GRACE: Duration = Duration::from_secs(5);
+
+/// Skip the current test (print `skipped: <reason>` and return) unless it
+/// runs as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::require_root() {
+            return;
+        }
+    };
+}
+
+/// Whether the tests run as root. Prints `skipped: <reason>` when not.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        true
+    } else {
+        println!(
+            "skipped: berth's end-to-end tests need root (namespaces, mounts, cgroups); \
+             euid is {euid}. Run scripts/test.sh as root."
+        );
+        false
+    }
+}
+
+/// The workspace's root directory.
+pub fn workspace_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The cargo target directory the tests were built in.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        return if dir.is_absolute() {
+            dir
+        } else {
+            workspace_dir().join(dir)
+        };
+    }
+    // target/<profile>/deps/<test-exe>
+    if let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+    {
+        if target.join("CACHEDIR.TAG").exists() {
+            return target;
+        }
+    }
+    workspace_dir().join("target")
+}
+
+/// The `berth` binary under test.
+pub fn berth_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("BERTH_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "BERTH_BIN={} does not exist", bin.display());
+            return bin;
+        }
+        let mut candidates = Vec::new();
+        // target/<profile>/deps/<test-exe>: the berth of the same profile.
+        if let Some(profile) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+        {
+            candidates.push(profile.join("berth"));
+        }
+        let target = workspace_dir().join("target");
+        candidates.push(target.join("debug").join("berth"));
+        candidates.push(target.join("release").join("berth"));
+        candidates
+            .iter()
+            .find(|c| c.is_file())
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "berth binary not found (looked at {candidates:?}); run `cargo build --workspace` \
+                     first (scripts/test.sh does) or set BERTH_BIN"
+                )
+            })
+    })
+    .clone()
+}
+
+/// The version line of the host's busybox, e.g. `BusyBox v1.35.0 (Debian ...)`.
+fn busybox_version() -> String {
+    let out = Command::new(busybox_host())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", busybox_host().display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().unwrap_or("unknown").to_string()
+}
+
+fn busybox_host() -> PathBuf {
+    std::env::var_os("BUSYBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
+}
+
+/// The busybox rootfs tarball made by `tests/images/make-busybox-rootfs.sh`,
+/// built once and cached under `target/test-images/`, keyed by the host
+/// busybox's version and the script's content.
+pub fn busybox_tarball() -> PathBuf {
+    static TARBALL: OnceLock<PathBuf> = OnceLock::new();
+    TARBALL
+        .get_or_init(|| {
+            let version = busybox_version();
+            let mut hasher = DefaultHasher::new();
+            version.hash(&mut hasher);
+            MAKE_ROOTFS_SCRIPT.hash(&mut hasher);
+            let key: String = version
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("unknown")
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+                .collect();
+            let dir = target_dir().join("test-images");
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            let tarball = dir.join(format!("busybox-{key}-{:016x}.tar", hasher.finish()));
+            if tarball.is_file() {
+                return tarball;
+            }
+            // Build under a unique name then rename, so that concurrent test
+            // binaries never see a half-written tarball.
+            let partial = dir.join(format!("busybox.{}.partial.tar", std::process::id()));
+            let script = workspace_dir()
+                .join("tests")
+                .join("images")
+                .join("make-busybox-rootfs.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg(&partial)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(
+                out.status.success(),
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::rename(&partial, &tarball).unwrap_or_else(|e| {
+                panic!("cannot rename {} to {}: {e}", partial.display(), tarball.display())
+            });
+            tarball
+        })
+        .clone()
+}
+
+/// What a finished command did.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The exit code, or 128 + the signal number when killed by a signal
+    /// (like a shell's `$?`).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Wall-clock time from spawn to exit.
+    pub elapsed: Duration,
+    /// The command line, for messages.
+    pub command: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// Panic with the whole output unless the command exited 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.success(), "command failed: {self}");
+        self
+    }
+
+    /// Panic with the whole output unless the command exited with `code`.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code: {self}");
+        self
+    }
+
+    /// stdout without the trailing newline(s).
+    pub fn out(&self) -> &str {
+        self.stdout.trim_end_matches(['\n', '\r'])
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` exited {} after {:.2?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Exit status as a shell reports it.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => -1,
+    }
+}
+
+/// Options for [`Berth::run_with`] and [`run_command`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOpts {
+    /// Bytes written to the command's stdin (then closed). `None`: /dev/null.
+    pub stdin: Option<Vec<u8>>,
+    /// Defaults to [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        s.push(' ');
+        let arg = arg.to_string_lossy();
+        if arg.is_empty() || arg.contains([' ', '"', '\'', '$', '\\']) {
+            s.push_str(&format!("{arg:?}"));
+        } else {
+            s.push_str(&arg);
+        }
+    }
+    s
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    mut pipe: R,
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Sender<()>,
+) {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Ok(mut b) = buf.lock() {
+                        b.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+        let _ = done.send(());
+    });
+}
+
+/// Run `cmd` to completion with a timeout, capturing stdout and stderr.
+///
+/// The command runs in its own process group; on timeout the whole group is
+/// killed and the test panics with what was captured so far.
+#[track_caller]
+pub fn run_command(mut cmd: Command, opts: RunOpts) -> Output {
+    let command = describe(&cmd);
+    let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if opts.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn `{command}`: {e}"));
+    if let Some(input) = opts.stdin {
+        if let Some(mut stdin) = child.stdin.take() {
+            thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+        }
+    }
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    if let Some(pipe) = child.stdout.take() {
+        spawn_reader(pipe, Arc::clone(&stdout), tx.clone());
+    }
+    if let Some(pipe) = child.stderr.take() {
+        spawn_reader(pipe, Arc::clone(&stderr), tx.clone());
+    }
+    drop(tx);
+
+    let take = |buf: &Arc<Mutex<Vec<u8>>>| -> String {
+        buf.lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => panic!("waiting for `{command}`: {e}"),
+        }
+        if start.elapsed() > timeout {
+            kill_group(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`{command}` timed out after {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                take(&stdout),
+                take(&stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+
+    // Both pipes must reach EOF soon after berth exits.
+    let grace = Instant::now() + PIPE_GRACE;
+    for _ in 0..2 {
+        let left = grace.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "`{command}` exited {} but a process it left behind still holds its stdout or \
+                 stderr open {PIPE_GRACE:?} later (a shell's `$(berth ...)` would hang)\n\
+                 --- stdout ---\n{}\n--- stderr ---\n{}",
+                exit_code(status),
+                take(&stdout),
+                take(&stderr)
+            ),
+        }
+    }
+
+    Output {
+        code: exit_code(status),
+        stdout: take(&stdout),
+        stderr: take(&stderr),
+        elapsed,
+        command,
+    }
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions; a negative pid
+        // names the process group we created with process_group(0).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// One isolated berth state directory (`berth --root <tmp>`), cleaned up on
+/// drop: every container is removed with `rm -f`, leftover mounts under the
+/// root are detached and the directory is deleted.
+pub struct Berth {
+    root: Option<tempfile::TempDir>,
+    bin: PathBuf,
+}
+
+impl Berth {
+    /// An empty store.
+    pub fn new() -> Berth {
+        let base = std::env::var_os("BERTH_E2E_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let root = tempfile::Builder::new()
+            .prefix("berth-e2e-")
+            .tempdir_in(&base)
+            .unwrap_or_else(|e| panic!("cannot create a temp dir in {}: {e}", base.display()));
+        Berth {
+            root: Some(root),
+            bin: berth_bin(),
+        }
+    }
+
+    /// A store holding the busybox image as `busybox:latest`, imported with
+    /// `berth import` from [`busybox_tarball`].
+    #[track_caller]
+    pub fn with_busybox() -> Berth {
+        let berth = Berth::new();
+        berth.import_busybox(BUSYBOX);
+        berth
+    }
+
+    /// `berth import <busybox tarball> REF --change 'CMD ["sh"]' --change 'ENV PATH=...'`.
+    #[track_caller]
+    pub fn import_busybox(&self, reference: &str) {
+        let tarball = busybox_tarball();
+        let path_env = format!("ENV PATH={IMAGE_PATH}");
+        self.ok(&[
+            "import",
+            path_str(&tarball),
+            reference,
+            "--change",
+            r#"CMD ["sh"]"#,
+            "--change",
+            &path_env,
+        ]);
+    }
+
+    /// The state directory passed as `--root`.
+    pub fn root(&self) -> &Path {
+        match &self.root {
+            Some(dir) => dir.path(),
+            None => Path::new("/nonexistent"),
+        }
+    }
+
+    /// The berth binary under test.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// `berth --root <root>`, ready for more arguments.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--root").arg(self.root()).env_remove("BERTH_ROOT");
+        cmd
+    }
+
+    /// Run `berth --root <root> ARGS...` with the default timeout and no
+    /// stdin.
+    #[track_caller]
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, RunOpts::default())
+    }
+
+    /// Like [`Berth::run`] with options (stdin, timeout, environment).
+    #[track_caller]
+    pub fn run_with(&self, args: &[&str], opts: RunOpts) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_command(cmd, opts)
+    }
+
+    /// Like [`Berth::run`], panicking with the whole output unless it exits 0.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        out.assert_success();
+        out
+    }
+
+    /// Spawn `berth --root <root> ARGS...` with piped stdout/stderr and no
+    /// stdin, for commands that keep running (`logs -f`, `wait`).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = self.command();
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", self.bin.display()))
+    }
+
+    /// `berth inspect TARGET`, parsed; returns the array's only element.
+    #[track_caller]
+    pub fn inspect(&self, target: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", target]);
+        let value: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("inspect output is not JSON ({e}): {out}"));
+        let array = value
+            .as_array()
+            .unwrap_or_else(|| panic!("inspect output is not a JSON array: {out}"));
+        assert_eq!(array.len(), 1, "inspect {target} returned {} objects: {out}", array.len());
+        array[0].clone()
+    }
+
+    /// `berth run -d ARGS...`, returning the container id it printed (checked
+    /// to be 64 hex digits).
+    #[track_caller]
+    pub fn run_detached(&self, args: &[&str]) -> String {
+        let mut full = vec!["run", "-d"];
+        full.extend_from_slice(args);
+        let out = self.ok(&full);
+        let id = out.out().trim().to_string();
+        assert!(is_full_id(&id), "run -d must print a 64-hex container id, got {id:?}: {out}");
+        id
+    }
+
+    /// The ids (`ps -aq`) of every container in the store.
+    #[track_caller]
+    pub fn all_ids(&self) -> Vec<String> {
+        self.ok(&["ps", "-aq"])
+            .stdout
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The `State.Status` inspect reports for a container.
+    #[track_caller]
+    pub fn status(&self, container: &str) -> String {
+        self.inspect(container)["State"]["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Poll until the container's `State.Status` is `status`.
+    #[track_caller]
+    pub fn wait_for_status(&self, container: &str, status: &str, timeout: Duration) {
+        let mut last = String::new();
+        let ok = wait_until(timeout, || {
+            last = self.status(container);
+            last == status
+        });
+        assert!(ok, "container {container} did not become {status:?} within {timeout:?} (last: {last:?})");
+    }
+}
+
+impl Default for Berth {
+    fn default() -> Self {
+        Berth::new()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let Some(root) = self.root.take() else {
+            return;
+        };
+        let path = root.path().to_path_buf();
+        let quiet = |args: &[&str]| {
+            let mut cmd = Command::new(&self.bin);
+            cmd.arg("--root").arg(&path).args(args);
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+            // Never let cleanup hang a test run.
+            let Ok(mut child) = cmd.spawn() else {
+                return String::new();
+            };
+            let start = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if start.elapsed() < Duration::from_secs(30) => {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+            let mut out = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                let _ = stdout.read_to_string(&mut out);
+            }
+            out
+        };
+        let ids = quiet(&["ps", "-aq"]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            quiet(&args);
+        }
+        // Detach whatever berth left mounted under the root before deleting
+        // it, so that removing the directory never descends into a bind mount
+        // of a host directory.
+        for mount in mounts_under(&path).iter().rev() {
+            if let Ok(c) = CString::new(mount.as_os_str().as_encoded_bytes()) {
+                // SAFETY: c is a valid NUL-terminated path for the duration
+                // of the call.
+                unsafe {
+                    libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+                }
+            }
+        }
+        if mounts_under(&path).is_empty() {
+            drop(root);
+        } else {
+            // Never delete through a mount we could not detach.
+            let _ = root.keep();
+        }
+    }
+}
+
+/// `s` as `&str`, panicking on non-UTF-8 paths (test paths are ASCII).
+pub fn path_str(path: &Path) -> &str {
+    path.to_str()
+        .unwrap_or_else(|| panic!("non-UTF-8 path {}", path.display()))
+}
+
+/// Whether `s` is a full container/image id: 64 lowercase hex digits.
+pub fn is_full_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Poll `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Unescape a mountinfo field (`\040` for space and friends).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let oct = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(oct, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Mount points in this process's mount namespace that are `dir` or lie
+/// under it, in mount order.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// cgroup directories (v1 controllers and the unified hierarchy) whose name
+/// contains `id` under a `berth` parent: `/sys/fs/cgroup/*/berth/*<id>*` and
+/// `/sys/fs/cgroup/berth/*<id>*`.
+pub fn cgroup_dirs_for(id: &str) -> Vec<PathBuf> {
+    let mut parents = vec![PathBuf::from("/sys/fs/cgroup/berth")];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for entry in entries.flatten() {
+            parents.push(entry.path().join("berth"));
+        }
+    }
+    let mut found = Vec::new();
+    for parent in parents {
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains(id) {
+                    found.push(entry.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether a program is on `PATH`.
+pub fn have_program(name: &str) -> bool {
+    find_program(name).is_some()
+}
+
+/// A program's full path on `PATH` (plus `/usr/sbin` and `/sbin`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"))
+        .port()
+}
