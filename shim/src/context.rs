@@ -15,9 +15,6 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn images_dir(&self) -> PathBuf {
-        self.root.clone()
-    }
 
     /// Folder holding one sub-folder per container.
     pub fn containers_dir(&self) -> PathBuf {

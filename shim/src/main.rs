@@ -1,1 +1,32 @@
-fn main() {}
+//! The `berth` command.
+
+use std::process::ExitCode;
+
+use berth::cli::Cli;
+use berth::commands;
+use berth::context::Context;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.debug { "debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let ctx = Context {
+        root: cli.root,
+        debug: cli.debug,
+    };
+    let code = match commands::dispatch(&ctx, cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("berth: {}", berth::error_chain(&error));
+            error.exit_code()
+        }
+    };
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
