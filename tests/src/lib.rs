@@ -168,7 +168,13 @@ pub fn busybox_tarball() -> PathBuf {
                 .nth(1)
                 .unwrap_or("unknown")
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             let dir = target_dir().join("test-images");
             std::fs::create_dir_all(&dir)
@@ -196,7 +202,11 @@ pub fn busybox_tarball() -> PathBuf {
                 String::from_utf8_lossy(&out.stderr)
             );
             std::fs::rename(&partial, &tarball).unwrap_or_else(|e| {
-                panic!("cannot rename {} to {}: {e}", partial.display(), tarball.display())
+                panic!(
+                    "cannot rename {} to {}: {e}",
+                    partial.display(),
+                    tarball.display()
+                )
             });
             tarball
         })
@@ -524,7 +534,12 @@ impl Berth {
         let array = value
             .as_array()
             .unwrap_or_else(|| panic!("inspect output is not a JSON array: {out}"));
-        assert_eq!(array.len(), 1, "inspect {target} returned {} objects: {out}", array.len());
+        assert_eq!(
+            array.len(),
+            1,
+            "inspect {target} returned {} objects: {out}",
+            array.len()
+        );
         array[0].clone()
     }
 
@@ -536,7 +551,10 @@ impl Berth {
         full.extend_from_slice(args);
         let out = self.ok(&full);
         let id = out.out().trim().to_string();
-        assert!(is_full_id(&id), "run -d must print a 64-hex container id, got {id:?}: {out}");
+        assert!(
+            is_full_id(&id),
+            "run -d must print a 64-hex container id, got {id:?}: {out}"
+        );
         id
     }
 
@@ -567,7 +585,10 @@ impl Berth {
             last = self.status(container);
             last == status
         });
-        assert!(ok, "container {container} did not become {status:?} within {timeout:?} (last: {last:?})");
+        assert!(
+            ok,
+            "container {container} did not become {status:?} within {timeout:?} (last: {last:?})"
+        );
     }
 }
 
@@ -586,7 +607,9 @@ impl Drop for Berth {
         let quiet = |args: &[&str]| {
             let mut cmd = Command::new(&self.bin);
             cmd.arg("--root").arg(&path).args(args);
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
             // Never let cleanup hang a test run.
             let Ok(mut child) = cmd.spawn() else {
                 return String::new();
@@ -647,7 +670,9 @@ pub fn path_str(path: &Path) -> &str {
 
 /// Whether `s` is a full container/image id: 64 lowercase hex digits.
 pub fn is_full_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Poll `f` every 50 ms until it returns true or `timeout` passes.
@@ -745,4 +770,230 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap_or_else(|e| panic!("local_addr: {e}"))
         .port()
+}
+
+/// Reading a container's cgroup limits from the host, through
+/// `/proc/<pid>/cgroup` (cgroup v1 or v2).
+pub mod cgroup {
+    use std::path::PathBuf;
+
+    /// The directory of `pid`'s cgroup for a v1 `controller`, or its unified
+    /// (v2) cgroup when the controller is not mounted as v1.
+    pub fn dir(pid: i64, controller: &str) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let mut unified = None;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let rel = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                unified = Some(rel.to_string());
+                continue;
+            }
+            if controllers.split(',').any(|c| c == controller) {
+                for mount in [controllers, controller] {
+                    let d = PathBuf::from("/sys/fs/cgroup").join(mount).join(rel);
+                    if d.is_dir() {
+                        return Some(d);
+                    }
+                }
+            }
+        }
+        let rel = unified?;
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let d = PathBuf::from(base).join(&rel);
+            if d.join("cgroup.controllers").exists() {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    fn read(pid: i64, controller: &str, v1: &str, v2: &str) -> Option<String> {
+        let d = dir(pid, controller)?;
+        std::fs::read_to_string(d.join(v1))
+            .or_else(|_| std::fs::read_to_string(d.join(v2)))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// memory.limit_in_bytes (v1) or memory.max (v2).
+    pub fn memory_limit(pid: i64) -> Option<String> {
+        read(pid, "memory", "memory.limit_in_bytes", "memory.max")
+    }
+
+    /// pids.max.
+    pub fn pids_max(pid: i64) -> Option<String> {
+        read(pid, "pids", "pids.max", "pids.max")
+    }
+
+    /// (quota, period) in microseconds: cpu.cfs_quota_us and
+    /// cpu.cfs_period_us (v1) or cpu.max (v2).
+    pub fn cpu_quota(pid: i64) -> Option<(i64, i64)> {
+        let d = dir(pid, "cpu")?;
+        if let (Ok(q), Ok(p)) = (
+            std::fs::read_to_string(d.join("cpu.cfs_quota_us")),
+            std::fs::read_to_string(d.join("cpu.cfs_period_us")),
+        ) {
+            return Some((q.trim().parse().ok()?, p.trim().parse().ok()?));
+        }
+        let max = std::fs::read_to_string(d.join("cpu.max")).ok()?;
+        let mut it = max.split_whitespace();
+        let q = it.next()?;
+        let p = it.next()?.parse().ok()?;
+        Some((if q == "max" { -1 } else { q.parse().ok()? }, p))
+    }
+}
+
+/// Hand-made image archives, for testing what `berth load` accepts and
+/// rejects independently of `berth save`.
+pub mod archive {
+    use sha2::{Digest, Sha256};
+
+    /// One entry of a hand-made tar.
+    pub enum Entry<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a [u8]),
+        Symlink(&'a str, &'a str),
+    }
+
+    pub fn sha256_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    fn octal(field: &mut [u8], value: u64) {
+        let width = field.len() - 1;
+        let s = format!("{value:0width$o}");
+        field[..width].copy_from_slice(&s.as_bytes()[s.len() - width..]);
+        field[width] = 0;
+    }
+
+    /// A ustar archive written by hand, byte by byte, so that it can hold
+    /// names the `tar` crate refuses to write (`../evil`, absolute paths).
+    pub fn tar(entries: &[Entry<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in entries {
+            let (name, kind, mode, data, link): (&str, u8, u64, &[u8], &str) = match entry {
+                Entry::Dir(n) => (n, b'5', 0o755, &[], ""),
+                Entry::File(n, d) => (n, b'0', 0o644, d, ""),
+                Entry::Symlink(n, t) => (n, b'2', 0o777, &[], t),
+            };
+            assert!(
+                name.len() < 100 && link.len() < 100,
+                "name too long for this tar writer"
+            );
+            let mut h = [0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            octal(&mut h[100..108], mode);
+            octal(&mut h[108..116], 0);
+            octal(&mut h[116..124], 0);
+            octal(&mut h[124..136], data.len() as u64);
+            octal(&mut h[136..148], 1_704_067_200);
+            h[148..156].fill(b' ');
+            h[156] = kind;
+            h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+            h[257..263].copy_from_slice(b"ustar\0");
+            h[263..265].copy_from_slice(b"00");
+            h[265..269].copy_from_slice(b"root");
+            h[297..301].copy_from_slice(b"root");
+            let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+            let s = format!("{sum:06o}\0 ");
+            h[148..156].copy_from_slice(s.as_bytes());
+            out.extend_from_slice(&h);
+            out.extend_from_slice(data);
+            let pad = (512 - data.len() % 512) % 512;
+            out.extend(std::iter::repeat_n(0u8, pad));
+        }
+        out.extend(std::iter::repeat_n(0u8, 1024));
+        out
+    }
+
+    /// An image archive in the layout `docker save` writes since Docker 25:
+    /// an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`)
+    /// plus Docker's `manifest.json`, holding one image tagged `reference`
+    /// (`name:tag`) made of uncompressed `layers` and running `cmd`.
+    pub fn image_archive(reference: &str, layers: &[Vec<u8>], cmd: &[&str]) -> Vec<u8> {
+        let layer_digests: Vec<String> = layers.iter().map(|l| sha256_hex(l)).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2024-01-01T00:00:00Z",
+            "config": {
+                "Env": [format!("PATH={}", crate::IMAGE_PATH)],
+                "Cmd": cmd,
+            },
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layer_digests.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>(),
+            },
+            "history": layers.iter().map(|_| serde_json::json!({"created_by": "e2e test"})).collect::<Vec<_>>(),
+        });
+        let config = serde_json::to_vec(&config).unwrap_or_default();
+        let config_digest = sha256_hex(&config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{config_digest}"),
+                "size": config.len(),
+            },
+            "layers": layers.iter().zip(&layer_digests).map(|(l, d)| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha256:{d}"),
+                "size": l.len(),
+            })).collect::<Vec<_>>(),
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+        let manifest_digest = sha256_hex(&manifest);
+        let full_ref = if reference.contains('/') {
+            reference.to_string()
+        } else {
+            format!("docker.io/library/{reference}")
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{manifest_digest}"),
+                "size": manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": full_ref,
+                    "org.opencontainers.image.ref.name": reference.rsplit(':').next().unwrap_or("latest"),
+                },
+            }],
+        });
+        let index = serde_json::to_vec(&index).unwrap_or_default();
+        let docker_manifest = serde_json::json!([{
+            "Config": format!("blobs/sha256/{config_digest}"),
+            "RepoTags": [reference],
+            "Layers": layer_digests.iter().map(|d| format!("blobs/sha256/{d}")).collect::<Vec<_>>(),
+        }]);
+        let docker_manifest = serde_json::to_vec(&docker_manifest).unwrap_or_default();
+
+        let names: Vec<(String, &[u8])> = layer_digests
+            .iter()
+            .zip(layers)
+            .map(|(d, l)| (format!("blobs/sha256/{d}"), l.as_slice()))
+            .chain([
+                (format!("blobs/sha256/{config_digest}"), config.as_slice()),
+                (
+                    format!("blobs/sha256/{manifest_digest}"),
+                    manifest.as_slice(),
+                ),
+            ])
+            .collect();
+        let mut entries = vec![Entry::Dir("blobs/"), Entry::Dir("blobs/sha256/")];
+        for (name, data) in &names {
+            entries.push(Entry::File(name, data));
+        }
+        entries.push(Entry::File("index.json", &index));
+        entries.push(Entry::File("manifest.json", &docker_manifest));
+        entries.push(Entry::File(
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        ));
+        tar(&entries)
+    }
 }

@@ -1,0 +1,83 @@
+//! Global options and berth's own errors.
+#![allow(clippy::unwrap_used)]
+
+use berth_e2e::{require_root, run_command, Berth, RunOpts};
+
+#[test]
+fn berth_root_env_is_honoured() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let mut cmd = std::process::Command::new(b.bin());
+    cmd.arg("images").env("BERTH_ROOT", b.root());
+    let out = run_command(cmd, RunOpts::default());
+    out.assert_success();
+    assert!(
+        out.stdout.contains("busybox"),
+        "BERTH_ROOT must select the store: {out}"
+    );
+
+    // --root wins over BERTH_ROOT.
+    let other = Berth::new();
+    let mut cmd = std::process::Command::new(b.bin());
+    cmd.arg("--root")
+        .arg(other.root())
+        .arg("images")
+        .env("BERTH_ROOT", b.root());
+    let out = run_command(cmd, RunOpts::default());
+    out.assert_success();
+    assert!(!out.stdout.contains("busybox"), "--root must win: {out}");
+}
+
+#[test]
+fn debug_flag_is_accepted() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.ok(&["--debug", "run", "--rm", "busybox", "echo", "dbg"]);
+    assert_eq!(
+        out.stdout, "dbg\n",
+        "--debug must not pollute stdout: {out}"
+    );
+}
+
+#[test]
+fn unknown_container_is_a_berth_error() {
+    require_root!();
+    let b = Berth::with_busybox();
+    for args in [
+        &["rm", "no-such-container"][..],
+        &["stop", "no-such-container"],
+        &["logs", "no-such-container"],
+        &["exec", "no-such-container", "true"],
+        &["start", "no-such-container"],
+    ] {
+        let out = b.run(args);
+        out.assert_code(125);
+        assert!(out.stderr.starts_with("berth: "), "{out}");
+        assert!(out.stdout.is_empty(), "{out}");
+    }
+}
+
+#[test]
+fn bad_usage_exits_125() {
+    require_root!();
+    let b = Berth::new();
+    let out = b.run(&["run", "--no-such-flag", "busybox"]);
+    out.assert_code(125);
+    let out = b.run(&["no-such-command"]);
+    out.assert_code(125);
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let b = Berth::new();
+    let out = b.ok(&["--help"]);
+    for cmd in [
+        "run", "ps", "logs", "stop", "start", "restart", "kill", "rm", "exec", "wait", "inspect",
+        "pull", "push", "images", "rmi", "tag", "load", "save", "import",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "--help does not list `{cmd}`: {out}"
+        );
+    }
+}
