@@ -1,1 +1,22 @@
-//! Container set-up from an OCI runtime spec.
+//! Container set-up from an OCI runtime spec: namespaces, mounts, pivot_root,
+//! cgroups, process and stdio. Used by `berth run --runtime=ns` on the host and
+//! by the guest agent inside a microVM.
+
+pub mod cgroups;
+mod channel;
+mod child;
+pub mod create;
+mod devices;
+pub mod exec;
+pub mod init;
+mod mountopts;
+mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod spec;
+pub mod stdio;
+pub mod syscall;
+
+pub use create::{spawn, ContainerSetup, Rootfs, SpawnError, Spawned};
+pub use exec::{spawn_exec, ExecSetup};
+pub use stdio::Stdio;

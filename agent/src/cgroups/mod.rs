@@ -1,0 +1,225 @@
+//! Container cgroups on v1 (one directory per controller) and v2 (one unified directory).
+//!
+//! All access goes through a root directory (`/sys/fs/cgroup` for real), so the
+//! file-level behaviour is unit-tested against a temporary directory.
+
+mod v1;
+mod v2;
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+
+/// Where the cgroup filesystems are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A failure while managing a cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// statfs of the cgroup root failed.
+    #[error("failed to detect the cgroup version at {path}")]
+    Detect {
+        /// The root examined.
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// A filesystem operation on a cgroup file or directory failed.
+    #[error("failed to {op} {path}")]
+    Io {
+        /// The operation, e.g. `write 100 to`.
+        op: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control file whose content could not be parsed.
+    #[error("unexpected content in {path}: {content:?}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was read.
+        content: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, CgroupError>;
+
+/// Which cgroup hierarchy layout the host uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// Per-controller hierarchies (possibly with a v2 hierarchy beside them).
+    V1,
+    /// The unified hierarchy only.
+    V2,
+}
+
+/// One container's cgroup, e.g. `/berth/<id>`.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    root: PathBuf,
+    version: CgroupVersion,
+    path: PathBuf,
+}
+
+impl Cgroup {
+    /// The cgroup `cgroups_path` under `/sys/fs/cgroup`, detecting v1 or v2.
+    pub fn open(cgroups_path: &str) -> Result<Cgroup> {
+        let root = Path::new(CGROUP_ROOT);
+        let stat = nix::sys::statfs::statfs(root).map_err(|source| CgroupError::Detect {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let version = if stat.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+            CgroupVersion::V2
+        } else {
+            CgroupVersion::V1
+        };
+        Ok(Cgroup::at(root, version, cgroups_path))
+    }
+
+    /// The cgroup `cgroups_path` under an explicit root and version.
+    pub fn at(root: impl Into<PathBuf>, version: CgroupVersion, cgroups_path: &str) -> Cgroup {
+        let path = PathBuf::from(cgroups_path.trim_start_matches('/'));
+        Cgroup {
+            root: root.into(),
+            version,
+            path,
+        }
+    }
+
+    /// The hierarchy layout in use.
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    /// The directories that make up this cgroup: one per v1 controller, or the v2 one.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        match self.version {
+            CgroupVersion::V1 => v1::controller_roots(&self.root)
+                .into_iter()
+                .map(|(_, root)| root.join(&self.path))
+                .collect(),
+            CgroupVersion::V2 => vec![self.root.join(&self.path)],
+        }
+    }
+
+    /// Create the cgroup and apply memory, cpu and pids limits.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
+        for dir in self.dirs() {
+            if self.version == CgroupVersion::V2 {
+                v2::enable_controllers(&self.root, &dir)?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        let Some(resources) = resources else {
+            return Ok(());
+        };
+        match self.version {
+            CgroupVersion::V1 => v1::apply(&self.root, &self.path, resources),
+            CgroupVersion::V2 => v2::apply(&self.root.join(&self.path), resources),
+        }
+    }
+
+    /// Move `pid` into the cgroup (every controller directory on v1).
+    pub fn add_process(&self, pid: Pid) -> Result<()> {
+        for dir in self.dirs() {
+            write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// How many times the OOM killer fired in this cgroup.
+    pub fn oom_kill_count(&self) -> Result<u64> {
+        let file = match self.version {
+            CgroupVersion::V1 => self
+                .root
+                .join("memory")
+                .join(&self.path)
+                .join("memory.oom_control"),
+            CgroupVersion::V2 => self.root.join(&self.path).join("memory.events"),
+        };
+        let content = read_file(&file)?;
+        let Some(line) = content.lines().find(|l| l.starts_with("oom_kill ")) else {
+            return Ok(0);
+        };
+        line["oom_kill ".len()..]
+            .trim()
+            .parse()
+            .map_err(|_| CgroupError::Parse {
+                path: file.clone(),
+                content: line.to_owned(),
+            })
+    }
+
+    /// The processes in the cgroup.
+    pub fn pids(&self) -> Result<Vec<Pid>> {
+        let Some(dir) = self.dirs().into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let file = dir.join("cgroup.procs");
+        let content = read_file(&file)?;
+        content
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.trim()
+                    .parse()
+                    .map(Pid::from_raw)
+                    .map_err(|_| CgroupError::Parse {
+                        path: file.clone(),
+                        content: l.to_owned(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Remove the cgroup directories; absent ones are fine, busy ones are retried.
+    pub fn destroy(&self) -> Result<()> {
+        for dir in self.dirs() {
+            let mut attempt = 0;
+            loop {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 20 => {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(10 * attempt));
+                    }
+                    Err(e) => return Err(io_err("remove", &dir)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io_err(op: &str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let op = op.to_owned();
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { op, path, source }
+}
+
+/// Write a control file that must already exist (as cgroupfs files do).
+fn write_file(path: &Path, value: &str) -> Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(io_err(&format!("write {value:?} to"), path))
+}
+
+fn read_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(io_err("read", path))
+}
+
+#[cfg(test)]
+mod tests;

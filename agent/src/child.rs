@@ -1,0 +1,118 @@
+//! Code shared by the processes `spawn` and `spawn_exec` create.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::Process;
+
+use crate::cgroups::CgroupError;
+use crate::channel::{self, ChannelError, FailureKind, Report};
+use crate::init::{self, InitError};
+use crate::namespaces::NamespaceError;
+use crate::process::{self, ProcessError};
+use crate::rootfs::RootfsError;
+use crate::stdio::{Stdio, StdioError};
+use crate::syscall::{Syscall, SyscallError};
+
+/// Anything that stops a child before execve.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChildError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error(transparent)]
+    Stdio(#[from] StdioError),
+    #[error(transparent)]
+    Init(#[from] InitError),
+    #[error("failed to set the hostname")]
+    Hostname(#[source] SyscallError),
+    #[error("failed to fork the user process")]
+    Fork(#[source] Errno),
+    #[error("failed to join the container's cgroup")]
+    Cgroup(#[source] CgroupError),
+}
+
+impl ChildError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            ChildError::Process(e) if e.exit_code() == 127 => FailureKind::NotFound,
+            ChildError::Process(e) if e.exit_code() == 126 => FailureKind::NotExecutable,
+            _ => FailureKind::Setup,
+        }
+    }
+}
+
+/// The error and its sources as one line: "a: b: c".
+pub(crate) fn chain(err: &dyn Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    message
+}
+
+/// Report `err` to the parent and exit.
+pub(crate) fn fail(report_fd: BorrowedFd<'_>, err: &ChildError) -> ! {
+    let kind = err.kind();
+    // Not-found and not-executable messages are Docker's, verbatim.
+    let message = match err {
+        ChildError::Process(e) if kind != FailureKind::Setup => e.to_string(),
+        _ => chain(err),
+    };
+    channel::send_report(report_fd, &Report { kind, message });
+    init::exit(match kind {
+        FailureKind::NotFound => 127,
+        FailureKind::NotExecutable => 126,
+        FailureKind::Setup => 125,
+    })
+}
+
+/// Fork; the parent becomes a supervisor (forwards signals, reaps, exits with the
+/// child's status) and never returns, the child returns `Ok`. The supervisor
+/// closes `close_in_supervisor` (the report pipe and stdio) first; it never returns,
+/// so their owners are never dropped twice.
+pub(crate) fn fork_supervised(close_in_supervisor: &[RawFd]) -> Result<(), ChildError> {
+    let old_mask = init::block_forwarded()?;
+    // SAFETY: the process is single-threaded (a child of a single-threaded
+    // caller), so the forked child's copy of memory is consistent.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            init::restore_mask(&old_mask);
+            Ok(())
+        }
+        Ok(ForkResult::Parent { child }) => {
+            for fd in close_in_supervisor {
+                // SAFETY: closing a descriptor this process will never use again;
+                // its owner is never dropped because `supervise` does not return.
+                unsafe { libc::close(*fd) };
+            }
+            init::supervise(child, &old_mask)
+        }
+        Err(e) => {
+            init::restore_mask(&old_mask);
+            Err(ChildError::Fork(e))
+        }
+    }
+}
+
+/// Install stdio, become the configured user, and execve.
+pub(crate) fn run_process(
+    sys: &dyn Syscall,
+    process: &Process,
+    stdio: &Stdio,
+) -> Result<Infallible, ChildError> {
+    stdio.install()?;
+    process::prepare(sys, process)?;
+    Ok(process::exec(process)?)
+}

@@ -1,0 +1,266 @@
+//! `spawn`: create and start a container from an OCI spec.
+
+use std::convert::Infallible;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::cgroups::{Cgroup, CgroupError};
+use crate::channel::{self, ChannelError, FailureKind, Report};
+use crate::child::{self, ChildError};
+use crate::namespaces::{self, NamespaceError, Plan};
+use crate::rootfs;
+use crate::stdio::Stdio;
+use crate::syscall::{LinuxSyscall, Syscall};
+
+/// The container's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An already prepared directory (spec.root.path is ignored in favour of this).
+    Path(PathBuf),
+    /// overlayfs mounted inside the container's own mount namespace (so nothing
+    /// is left on the host). `lower` is top-most layer first (overlay lowerdir
+    /// order); `upper`/`work` are per-container directories; `target` is an
+    /// existing empty directory used as the mount point.
+    Overlay {
+        /// Read-only layers, top-most first.
+        lower: Vec<PathBuf>,
+        /// The writable layer.
+        upper: PathBuf,
+        /// overlayfs's work directory (same filesystem as `upper`).
+        work: PathBuf,
+        /// The mount point.
+        target: PathBuf,
+    },
+}
+
+/// Everything needed to start a container.
+#[derive(Debug)]
+pub struct ContainerSetup {
+    /// The container id.
+    pub id: String,
+    /// The OCI runtime spec.
+    pub spec: Spec,
+    /// The root filesystem.
+    pub rootfs: Rootfs,
+    /// The process's standard streams.
+    pub stdio: Stdio,
+    /// Run a mini init as PID 1 that forks the user process, forwards signals,
+    /// reaps orphans and exits with the user process's status.
+    pub init: bool,
+}
+
+/// A started process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// Host pid of the container's PID 1 (or of the exec process); the caller waits for it.
+    pub pid: Pid,
+}
+
+/// Why a container or exec process did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The command does not exist (Docker exits 127).
+    #[error("{message}")]
+    NotFound {
+        /// Docker's wording, e.g. `exec: "x": executable file not found in $PATH`.
+        message: String,
+    },
+    /// The command cannot be executed (Docker exits 126).
+    #[error("{message}")]
+    NotExecutable {
+        /// Docker's wording, e.g. `exec: "/etc": permission denied`.
+        message: String,
+    },
+    /// The child failed while setting up (Docker exits 125).
+    #[error("container set-up failed: {message}")]
+    Setup {
+        /// The child's error chain.
+        message: String,
+    },
+    /// The spec cannot be run.
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(&'static str),
+    /// The namespace list cannot be run.
+    #[error("invalid namespace configuration")]
+    Namespaces(#[source] NamespaceError),
+    /// A set-up pipe could not be created.
+    #[error("failed to create a set-up pipe")]
+    Pipe(#[source] Errno),
+    /// clone(2) or fork(2) failed.
+    #[error("failed to create the container process")]
+    Clone(#[source] Errno),
+    /// The cgroup could not be created or joined.
+    #[error("failed to set up cgroup {path}")]
+    Cgroup {
+        /// The cgroups path.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: CgroupError,
+    },
+    /// Talking to the child failed.
+    #[error("failed to communicate with the container process")]
+    Channel(#[source] ChannelError),
+}
+
+impl SpawnError {
+    /// Docker's exit code: 127 command not found, 126 not executable, 125 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SpawnError::NotFound { .. } => 127,
+            SpawnError::NotExecutable { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+impl From<Report> for SpawnError {
+    fn from(report: Report) -> SpawnError {
+        let message = report.message;
+        match report.kind {
+            FailureKind::NotFound => SpawnError::NotFound { message },
+            FailureKind::NotExecutable => SpawnError::NotExecutable { message },
+            FailureKind::Setup => SpawnError::Setup { message },
+        }
+    }
+}
+
+const STACK_SIZE: usize = 8 << 20;
+
+/// Create the container's namespaces, cgroup, filesystem and process, and start
+/// it. Returns once the user command was exec'd (or reports why it was not).
+/// The caller must be single-threaded.
+pub fn spawn(setup: ContainerSetup) -> Result<Spawned, SpawnError> {
+    let process = setup.spec.process().as_ref();
+    if process
+        .and_then(|p| p.args().as_ref())
+        .is_none_or(Vec::is_empty)
+    {
+        return Err(SpawnError::InvalidSpec("process.args is empty"));
+    }
+    let linux = setup.spec.linux().as_ref();
+    let ns = linux
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or_default();
+    let plan = namespaces::plan(ns).map_err(SpawnError::Namespaces)?;
+    if !plan.has_mount {
+        return Err(SpawnError::InvalidSpec("a mount namespace is required"));
+    }
+    let cgroups_path = linux
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
+    let resources = linux.and_then(|l| l.resources().clone());
+
+    let (sync_r, sync_w) = channel::pipe().map_err(SpawnError::Pipe)?;
+    let (report_r, report_w) = channel::pipe().map_err(SpawnError::Pipe)?;
+    let mut stack = vec![0u8; STACK_SIZE];
+    let mut setup = Some(setup);
+    let callback = Box::new(|| {
+        let Some(setup) = setup.take() else {
+            return 125;
+        };
+        match container_main(setup, &plan, sync_r.as_fd(), report_w.as_fd()) {
+            Ok(never) => match never {},
+            Err(e) => child::fail(report_w.as_fd(), &e),
+        }
+    });
+    // SAFETY: the caller is single-threaded, so the child's copy of memory is
+    // consistent; the child runs on `stack` (8 MiB, ample for set-up) and leaves
+    // through execve or _exit, never returning into the parent's frames.
+    let pid =
+        unsafe { nix::sched::clone(callback, &mut stack, plan.clone_flags, Some(libc::SIGCHLD)) }
+            .map_err(SpawnError::Clone)?;
+    // The callback (with the parent's copies of the stdio fds) was dropped by clone.
+    drop(report_w);
+    drop(sync_r);
+
+    let cgroup = match cgroups_path {
+        Some(path) => match join_cgroup(&path, resources.as_ref(), pid) {
+            Ok(cgroup) => Some(cgroup),
+            Err(source) => {
+                abort_child(pid);
+                return Err(SpawnError::Cgroup { path, source });
+            }
+        },
+        None => None,
+    };
+    let result = channel::send_go(sync_w).and_then(|()| channel::read_report(report_r));
+    let failure = match result {
+        Ok(None) => return Ok(Spawned { pid }),
+        Ok(Some(report)) => SpawnError::from(report),
+        Err(e) => SpawnError::Channel(e),
+    };
+    abort_child(pid);
+    if let Some(cgroup) = cgroup {
+        if let Err(e) = cgroup.destroy() {
+            tracing::warn!("failed to remove the cgroup of a failed container: {e}");
+        }
+    }
+    Err(failure)
+}
+
+fn join_cgroup(
+    path: &str,
+    resources: Option<&oci_spec::runtime::LinuxResources>,
+    pid: Pid,
+) -> Result<Cgroup, CgroupError> {
+    let cgroup = Cgroup::open(path)?;
+    let joined = cgroup
+        .create(resources)
+        .and_then(|()| cgroup.add_process(pid));
+    if let Err(e) = joined {
+        let _ = cgroup.destroy();
+        return Err(e);
+    }
+    Ok(cgroup)
+}
+
+/// Kill (if still there) and reap a child that failed to start.
+fn abort_child(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+}
+
+/// The container's PID 1: wait for the parent, then build the container and exec.
+fn container_main(
+    setup: ContainerSetup,
+    plan: &Plan,
+    sync: BorrowedFd<'_>,
+    report: BorrowedFd<'_>,
+) -> Result<Infallible, ChildError> {
+    channel::wait_go(sync)?;
+    namespaces::join(&plan.join)?;
+    if let Some(path) = &plan.join_pid {
+        namespaces::join(&[(CloneFlags::CLONE_NEWPID, path.clone())])?;
+        let mut fds = setup.stdio.raw_fds();
+        fds.push(report.as_raw_fd());
+        child::fork_supervised(&fds)?;
+    }
+    if plan.new_cgroup {
+        namespaces::unshare_cgroup()?;
+    }
+    // Device nodes and mount points get exactly the modes asked for.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let sys = LinuxSyscall;
+    rootfs::setup(&sys, &setup.spec, &setup.rootfs)?;
+    if let (true, Some(hostname)) = (plan.own_uts, setup.spec.hostname()) {
+        sys.sethostname(hostname).map_err(ChildError::Hostname)?;
+    }
+    if setup.init {
+        let mut fds = setup.stdio.raw_fds();
+        fds.push(report.as_raw_fd());
+        child::fork_supervised(&fds)?;
+    }
+    let Some(process) = setup.spec.process() else {
+        // Checked by `spawn` before the clone.
+        return Err(ChildError::Process(crate::process::ProcessError::NoArgs));
+    };
+    child::run_process(&sys, process, &setup.stdio)
+}

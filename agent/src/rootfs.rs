@@ -1,0 +1,274 @@
+//! Building the container's filesystem: root mount, spec mounts, /dev, pivot_root,
+//! masked and read-only paths.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{Mount, Spec};
+
+use crate::create::Rootfs;
+use crate::devices;
+use crate::mountopts;
+use crate::syscall::{join_under, FileKind, Syscall, SyscallError};
+
+/// A failure while building the container's filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// A system call made for one step failed.
+    #[error("failed to {step}")]
+    Step {
+        /// The step, e.g. `mount proc on /proc`.
+        step: String,
+        /// The failed call.
+        #[source]
+        source: SyscallError,
+    },
+    /// A bind mount whose source is absent.
+    #[error("bind mount source {0} does not exist")]
+    MissingSource(PathBuf),
+    /// Overlay layer paths that cannot be put in mount options.
+    #[error("overlay option string is invalid: {0}")]
+    Overlay(String),
+    /// An unknown `rootfsPropagation` value.
+    #[error("unknown rootfs propagation {0:?}")]
+    Propagation(String),
+}
+
+type Result<T> = std::result::Result<T, RootfsError>;
+
+pub(crate) fn step<T>(
+    what: impl FnOnce() -> String,
+    result: std::result::Result<T, SyscallError>,
+) -> Result<T> {
+    result.map_err(|source| RootfsError::Step {
+        step: what(),
+        source,
+    })
+}
+
+/// Build the whole filesystem for `spec` and pivot into it. Runs in the
+/// container's fresh mount namespace.
+pub fn setup(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    make_private(sys, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    let root = mount_root(sys, rootfs)?;
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    for mount in mounts {
+        mount_entry(sys, &root, mount)?;
+    }
+    if mounts.iter().any(|m| m.destination() == Path::new("/dev")) {
+        let devices = linux
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or_default();
+        devices::create(sys, &root, devices)?;
+    }
+    pivot(sys, &root)?;
+    if let Some(linux) = linux {
+        mask_paths(sys, linux.masked_paths().as_deref().unwrap_or_default())?;
+        readonly_paths(sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        step(
+            || "remount / read-only".into(),
+            sys.mount(None, Path::new("/"), None, flags, None),
+        )?;
+    }
+    Ok(())
+}
+
+/// Stop mount events from propagating back to the host.
+pub fn make_private(sys: &dyn Syscall, propagation: Option<&str>) -> Result<()> {
+    let flags = match propagation {
+        None | Some("") => MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        Some(name) => {
+            mountopts::propagation(name).ok_or_else(|| RootfsError::Propagation(name.to_owned()))?
+        }
+    };
+    step(
+        || "make / private".into(),
+        sys.mount(None, Path::new("/"), None, flags, None),
+    )
+}
+
+/// Mount the root filesystem and return where it is.
+pub fn mount_root(sys: &dyn Syscall, rootfs: &Rootfs) -> Result<PathBuf> {
+    match rootfs {
+        Rootfs::Path(path) => {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            step(
+                || format!("bind {} onto itself", path.display()),
+                sys.mount(Some(path), path, None, flags, None),
+            )?;
+            Ok(path.clone())
+        }
+        Rootfs::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            let data = overlay_options(lower, upper, work)?;
+            step(
+                || format!("mount overlay on {}", target.display()),
+                sys.mount(
+                    Some(Path::new("overlay")),
+                    target,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(&data),
+                ),
+            )?;
+            Ok(target.clone())
+        }
+    }
+}
+
+fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> Result<String> {
+    let mut lowers = Vec::with_capacity(lower.len());
+    for path in lower.iter().map(|p| p.to_string_lossy()) {
+        if path.contains([',', ':']) {
+            return Err(RootfsError::Overlay(format!(
+                "layer path {path} has ',' or ':'"
+            )));
+        }
+        lowers.push(path);
+    }
+    if lowers.is_empty() {
+        return Err(RootfsError::Overlay("no lower layers".into()));
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
+    // The kernel copies at most one page of mount options.
+    if data.len() >= 4096 {
+        return Err(RootfsError::Overlay(format!(
+            "{} bytes for {} layers exceeds a page",
+            data.len(),
+            lowers.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// Mount one spec entry below `root`, creating its mount point.
+pub fn mount_entry(sys: &dyn Syscall, root: &Path, mount: &Mount) -> Result<()> {
+    let dest = join_under(root, mount.destination());
+    let opts = mountopts::parse(mount.options().as_deref().unwrap_or_default());
+    let typ = mount.typ().as_deref();
+    let what = |verb: &str| format!("{verb} {}", dest.display());
+    if opts.bind || typ == Some("bind") || typ == Some("cgroup") {
+        // v1 `cgroup` entries become a bind of the host hierarchy.
+        let source = match (typ, mount.source()) {
+            (Some("cgroup"), _) => PathBuf::from("/sys/fs/cgroup"),
+            (_, Some(source)) => source.clone(),
+            (_, None) => return Err(RootfsError::MissingSource(mount.destination().clone())),
+        };
+        match sys.file_kind(&source) {
+            Some(FileKind::Dir) => step(|| what("create"), sys.create_dir_all(&dest, dir_mode()))?,
+            Some(FileKind::File) => step(|| what("create"), sys.create_file(&dest))?,
+            None => return Err(RootfsError::MissingSource(source)),
+        }
+        let mut flags = MsFlags::MS_BIND;
+        if opts.recursive || typ == Some("cgroup") {
+            flags |= MsFlags::MS_REC;
+        }
+        step(
+            || format!("bind {} on {}", source.display(), dest.display()),
+            sys.mount(Some(&source), &dest, None, flags, None),
+        )?;
+        let remount = opts.flags.difference(MsFlags::MS_REMOUNT);
+        if !remount.is_empty() {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount;
+            step(
+                || what("remount"),
+                sys.mount(None, &dest, None, flags, None),
+            )?;
+        }
+    } else {
+        step(|| what("create"), sys.create_dir_all(&dest, dir_mode()))?;
+        let source = mount.source().clone().or_else(|| typ.map(PathBuf::from));
+        let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
+        step(
+            || format!("mount {} on {}", typ.unwrap_or("none"), dest.display()),
+            sys.mount(source.as_deref(), &dest, typ, opts.flags, data),
+        )?;
+    }
+    if !opts.propagation.is_empty() {
+        step(
+            || what("set propagation of"),
+            sys.mount(None, &dest, None, opts.propagation, None),
+        )?;
+    }
+    Ok(())
+}
+
+fn dir_mode() -> Mode {
+    Mode::from_bits_truncate(0o755)
+}
+
+/// pivot_root into `root` and detach the old root.
+pub fn pivot(sys: &dyn Syscall, root: &Path) -> Result<()> {
+    let dot = Path::new(".");
+    step(|| format!("chdir to {}", root.display()), sys.chdir(root))?;
+    step(|| "pivot_root".into(), sys.pivot_root(dot, dot))?;
+    step(
+        || "detach the old root".into(),
+        sys.umount2(dot, MntFlags::MNT_DETACH),
+    )?;
+    step(|| "chdir to /".into(), sys.chdir(Path::new("/")))
+}
+
+/// Hide paths: /dev/null over files, a read-only tmpfs over directories.
+pub fn mask_paths(sys: &dyn Syscall, paths: &[String]) -> Result<()> {
+    for path in paths.iter().map(Path::new) {
+        let what = || format!("mask {}", path.display());
+        match sys.file_kind(path) {
+            None => {}
+            Some(FileKind::Dir) => step(
+                what,
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    path,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY,
+                    None,
+                ),
+            )?,
+            Some(FileKind::File) => step(
+                what,
+                sys.mount(
+                    Some(Path::new("/dev/null")),
+                    path,
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                ),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Make paths read-only: bind each onto itself, then remount it read-only.
+pub fn readonly_paths(sys: &dyn Syscall, paths: &[String]) -> Result<()> {
+    for path in paths.iter().map(Path::new) {
+        if sys.file_kind(path).is_none() {
+            continue;
+        }
+        let what = || format!("make {} read-only", path.display());
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        step(what, sys.mount(Some(path), path, None, bind, None))?;
+        let remount = bind | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        step(what, sys.mount(None, path, None, remount, None))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "rootfs_tests.rs"]
+mod tests;

@@ -1,0 +1,145 @@
+//! [`Syscall`] on the running kernel.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::resource::Resource;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use super::{display, FileKind, Result, Syscall, SyscallError};
+
+/// The real thing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSyscall;
+
+fn errno(op: &'static str, target: impl Into<String>) -> impl FnOnce(Errno) -> SyscallError {
+    let target = target.into();
+    move |source| SyscallError::Errno { op, target, source }
+}
+
+fn io_errno(err: &std::io::Error) -> Errno {
+    Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn caps_err(
+    op: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(caps::errors::CapsError) -> SyscallError {
+    let target = target.into();
+    move |source| SyscallError::Caps { op, target, source }
+}
+
+impl Syscall for LinuxSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+            .map_err(errno("mount", display(target)))
+    }
+
+    fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()> {
+        nix::mount::umount2(target, flags).map_err(errno("umount2", display(target)))
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
+        nix::unistd::pivot_root(new_root, put_old).map_err(errno("pivot_root", display(new_root)))
+    }
+
+    fn chdir(&self, path: &Path) -> Result<()> {
+        nix::unistd::chdir(path).map_err(errno("chdir", display(path)))
+    }
+
+    fn create_dir_all(&self, path: &Path, mode: Mode) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode.bits())
+            .create(path)
+            .map_err(|e| errno("mkdir", display(path))(io_errno(&e)))
+    }
+
+    fn create_file(&self, path: &Path) -> Result<()> {
+        if path.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent() {
+            self.create_dir_all(parent, Mode::from_bits_truncate(0o755))?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(drop)
+            .map_err(|e| errno("create", display(path))(io_errno(&e)))
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        std::os::unix::fs::symlink(target, link)
+            .map_err(|e| errno("symlink", display(link))(io_errno(&e)))
+    }
+
+    fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> Result<()> {
+        nix::sys::stat::mknod(path, kind, mode, dev).map_err(errno("mknod", display(path)))
+    }
+
+    fn chown(&self, path: &Path, uid: Option<Uid>, gid: Option<Gid>) -> Result<()> {
+        nix::unistd::chown(path, uid, gid).map_err(errno("chown", display(path)))
+    }
+
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(if meta.is_dir() {
+            FileKind::Dir
+        } else {
+            FileKind::File
+        })
+    }
+
+    fn sethostname(&self, name: &str) -> Result<()> {
+        nix::unistd::sethostname(name).map_err(errno("sethostname", name))
+    }
+
+    fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()> {
+        nix::sys::resource::setrlimit(resource, soft, hard)
+            .map_err(errno("setrlimit", format!("{resource:?}")))
+    }
+
+    fn set_groups(&self, gids: &[Gid]) -> Result<()> {
+        nix::unistd::setgroups(gids).map_err(errno("setgroups", format!("{gids:?}")))
+    }
+
+    fn set_id(&self, uid: Uid, gid: Gid) -> Result<()> {
+        nix::unistd::setresgid(gid, gid, gid).map_err(errno("setresgid", gid.to_string()))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(errno("setresuid", uid.to_string()))
+    }
+
+    fn set_keepcaps(&self, keep: bool) -> Result<()> {
+        nix::sys::prctl::set_keepcaps(keep)
+            .map_err(errno("prctl(PR_SET_KEEPCAPS)", keep.to_string()))
+    }
+
+    fn drop_bounding(&self, cap: Capability) -> Result<()> {
+        // Capabilities this kernel does not know are not in the set to begin with.
+        if !caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            return Ok(());
+        }
+        caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("drop bounding", cap.to_string()))
+    }
+
+    fn set_capability(&self, set: CapSet, caps: &CapsHashSet) -> Result<()> {
+        caps::set(None, set, caps).map_err(caps_err("capset", format!("{set:?}")))
+    }
+
+    fn set_no_new_privs(&self) -> Result<()> {
+        nix::sys::prctl::set_no_new_privs().map_err(errno("prctl(PR_SET_NO_NEW_PRIVS)", "self"))
+    }
+}

@@ -1,0 +1,195 @@
+//! A [`Syscall`] that records calls instead of making them.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::resource::Resource;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{Gid, Uid};
+
+use super::{FileKind, Result, Syscall};
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// mount(2).
+    Mount {
+        /// Source.
+        source: Option<PathBuf>,
+        /// Target.
+        target: PathBuf,
+        /// Filesystem type.
+        fstype: Option<String>,
+        /// Flags.
+        flags: MsFlags,
+        /// Data.
+        data: Option<String>,
+    },
+    /// umount2(2).
+    Umount2(PathBuf, MntFlags),
+    /// pivot_root(2).
+    PivotRoot(PathBuf, PathBuf),
+    /// chdir(2).
+    Chdir(PathBuf),
+    /// mkdir -p.
+    CreateDirAll(PathBuf),
+    /// Empty file.
+    CreateFile(PathBuf),
+    /// symlink(2): target, link.
+    Symlink(PathBuf, PathBuf),
+    /// mknod(2).
+    Mknod(PathBuf, SFlag, u32, u64),
+    /// chown(2).
+    Chown(PathBuf, Option<u32>, Option<u32>),
+    /// sethostname(2).
+    Sethostname(String),
+    /// setrlimit(2).
+    SetRlimit(Resource, u64, u64),
+    /// setgroups(2).
+    SetGroups(Vec<u32>),
+    /// setresgid + setresuid.
+    SetId(u32, u32),
+    /// PR_SET_KEEPCAPS.
+    SetKeepcaps(bool),
+    /// Bounding-set drop.
+    DropBounding(Capability),
+    /// Capability set replacement; the capabilities sorted by name.
+    SetCapability(String, Vec<String>),
+    /// PR_SET_NO_NEW_PRIVS.
+    SetNoNewPrivs,
+}
+
+/// Records every call; `file_kind` answers from `files`/`missing` (anything else is a directory).
+#[derive(Debug, Default)]
+pub struct RecordingSyscall {
+    calls: RefCell<Vec<Call>>,
+    /// Paths that are regular files.
+    pub files: HashSet<PathBuf>,
+    /// Paths that do not exist.
+    pub missing: HashSet<PathBuf>,
+}
+
+impl RecordingSyscall {
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.borrow().clone()
+    }
+
+    /// Only the mount calls, in order.
+    pub fn mounts(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Mount { .. }))
+            .collect()
+    }
+
+    fn push(&self, call: Call) -> Result<()> {
+        self.calls.borrow_mut().push(call);
+        Ok(())
+    }
+}
+
+/// Shorthand for building an expected [`Call::Mount`].
+pub fn mount_call(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Call {
+    Call::Mount {
+        source: source.map(PathBuf::from),
+        target: PathBuf::from(target),
+        fstype: fstype.map(str::to_owned),
+        flags,
+        data: data.map(str::to_owned),
+    }
+}
+
+impl Syscall for RecordingSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        self.push(Call::Mount {
+            source: source.map(Path::to_path_buf),
+            target: target.to_path_buf(),
+            fstype: fstype.map(str::to_owned),
+            flags,
+            data: data.map(str::to_owned),
+        })
+    }
+    fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()> {
+        self.push(Call::Umount2(target.to_path_buf(), flags))
+    }
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
+        self.push(Call::PivotRoot(
+            new_root.to_path_buf(),
+            put_old.to_path_buf(),
+        ))
+    }
+    fn chdir(&self, path: &Path) -> Result<()> {
+        self.push(Call::Chdir(path.to_path_buf()))
+    }
+    fn create_dir_all(&self, path: &Path, _mode: Mode) -> Result<()> {
+        self.push(Call::CreateDirAll(path.to_path_buf()))
+    }
+    fn create_file(&self, path: &Path) -> Result<()> {
+        self.push(Call::CreateFile(path.to_path_buf()))
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        self.push(Call::Symlink(target.to_path_buf(), link.to_path_buf()))
+    }
+    fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> Result<()> {
+        self.push(Call::Mknod(path.to_path_buf(), kind, mode.bits(), dev))
+    }
+    fn chown(&self, path: &Path, uid: Option<Uid>, gid: Option<Gid>) -> Result<()> {
+        self.push(Call::Chown(
+            path.to_path_buf(),
+            uid.map(Uid::as_raw),
+            gid.map(Gid::as_raw),
+        ))
+    }
+    fn file_kind(&self, path: &Path) -> Option<FileKind> {
+        if self.missing.contains(path) {
+            None
+        } else if self.files.contains(path) {
+            Some(FileKind::File)
+        } else {
+            Some(FileKind::Dir)
+        }
+    }
+    fn sethostname(&self, name: &str) -> Result<()> {
+        self.push(Call::Sethostname(name.to_owned()))
+    }
+    fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()> {
+        self.push(Call::SetRlimit(resource, soft, hard))
+    }
+    fn set_groups(&self, gids: &[Gid]) -> Result<()> {
+        self.push(Call::SetGroups(gids.iter().map(|g| g.as_raw()).collect()))
+    }
+    fn set_id(&self, uid: Uid, gid: Gid) -> Result<()> {
+        self.push(Call::SetId(uid.as_raw(), gid.as_raw()))
+    }
+    fn set_keepcaps(&self, keep: bool) -> Result<()> {
+        self.push(Call::SetKeepcaps(keep))
+    }
+    fn drop_bounding(&self, cap: Capability) -> Result<()> {
+        self.push(Call::DropBounding(cap))
+    }
+    fn set_capability(&self, set: CapSet, caps: &CapsHashSet) -> Result<()> {
+        let mut names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        names.sort();
+        self.push(Call::SetCapability(format!("{set:?}"), names))
+    }
+    fn set_no_new_privs(&self) -> Result<()> {
+        self.push(Call::SetNoNewPrivs)
+    }
+}
