@@ -997,3 +997,72 @@ pub mod archive {
         tar(&entries)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::archive::{image_archive, tar, Entry};
+
+    #[test]
+    fn handmade_tar_is_read_by_gnu_tar() {
+        let data = tar(&[
+            Entry::Dir("d/"),
+            Entry::File("d/f", b"hello\n"),
+            Entry::Symlink("l", "d/f"),
+            Entry::File("../evil", b"x"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.tar");
+        std::fs::write(&file, &data).unwrap();
+        let out = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let names: Vec<&str> = listing
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .collect();
+        assert_eq!(names, ["d/", "d/f", "l", "../evil"], "{listing}");
+        assert!(listing.contains("l -> d/f"), "{listing}");
+    }
+
+    #[test]
+    fn handmade_image_archive_is_a_valid_oci_layout() {
+        let layer = tar(&[Entry::File("hello.txt", b"hello\n")]);
+        let data = image_archive("handmade:v1", &[layer], &["true"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("image.tar");
+        std::fs::write(&file, &data).unwrap();
+        let mut names: Vec<String> = ::tar::Archive::new(data.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(names.contains(&"index.json".to_string()), "{names:?}");
+        assert!(names.contains(&"oci-layout".to_string()), "{names:?}");
+        assert!(names.contains(&"manifest.json".to_string()), "{names:?}");
+        // skopeo validates digests and media types, when it is installed.
+        if let Some(skopeo) = super::find_program("skopeo") {
+            let out = std::process::Command::new(skopeo)
+                .arg("--insecure-policy")
+                .arg("inspect")
+                .arg(format!("oci-archive:{}", file.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
