@@ -1,1 +1,254 @@
+use std::path::PathBuf;
 
+use nix::mount::{MntFlags, MsFlags};
+
+use super::*;
+use crate::spec;
+use crate::syscall::test::{mount_call, Call, RecordingSyscall};
+
+fn bind() -> MsFlags {
+    MsFlags::MS_BIND
+}
+
+#[test]
+fn default_spec_mount_sequence() {
+    let mut sys = RecordingSyscall::default();
+    sys.files.insert(PathBuf::from("/proc/kcore"));
+    sys.files.insert(PathBuf::from("/proc/sysrq-trigger"));
+    sys.missing.insert(PathBuf::from("/proc/timer_stats"));
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(vec![
+        spec::default_mounts()[0].clone(),
+        spec::default_mounts()[1].clone(),
+        spec::default_mounts()[2].clone(),
+    ]));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_masked_paths(Some(vec![
+            "/proc/kcore".into(),
+            "/proc/acpi".into(),
+            "/proc/timer_stats".into(),
+        ]));
+        linux.set_readonly_paths(Some(vec!["/proc/sysrq-trigger".into()]));
+    }
+    let rootfs = Rootfs::Path(PathBuf::from("/r"));
+    setup(&sys, &spec, &rootfs).expect("setup");
+
+    let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    let mut expected = vec![
+        mount_call(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None),
+        mount_call(Some("/r"), "/r", None, bind() | MsFlags::MS_REC, None),
+        mount_call(Some("proc"), "/r/proc", Some("proc"), nosuid_noexec_nodev, None),
+        mount_call(
+            Some("tmpfs"),
+            "/r/dev",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        ),
+        mount_call(
+            Some("devpts"),
+            "/r/dev/pts",
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        ),
+    ];
+    for dev in crate::devices::DEFAULT_DEVICES {
+        expected.push(mount_call(Some(dev), &format!("/r{dev}"), None, bind(), None));
+    }
+    expected.extend([
+        // Masked: a file gets /dev/null, a directory a read-only tmpfs, a missing path nothing.
+        mount_call(Some("/dev/null"), "/proc/kcore", None, bind(), None),
+        mount_call(Some("tmpfs"), "/proc/acpi", Some("tmpfs"), MsFlags::MS_RDONLY, None),
+        // Read-only: bind, then remount read-only.
+        mount_call(
+            Some("/proc/sysrq-trigger"),
+            "/proc/sysrq-trigger",
+            None,
+            bind() | MsFlags::MS_REC,
+            None,
+        ),
+        mount_call(
+            None,
+            "/proc/sysrq-trigger",
+            None,
+            bind() | MsFlags::MS_REC | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        ),
+    ]);
+    assert_eq!(sys.mounts(), expected);
+
+    let calls = sys.calls();
+    let pivot = calls
+        .iter()
+        .position(|c| matches!(c, Call::PivotRoot(..)))
+        .expect("pivot_root");
+    assert_eq!(calls[pivot - 1], Call::Chdir(PathBuf::from("/r")));
+    assert_eq!(
+        calls[pivot],
+        Call::PivotRoot(PathBuf::from("."), PathBuf::from("."))
+    );
+    assert_eq!(
+        calls[pivot + 1],
+        Call::Umount2(PathBuf::from("."), MntFlags::MNT_DETACH)
+    );
+    assert_eq!(calls[pivot + 2], Call::Chdir(PathBuf::from("/")));
+    assert!(calls.contains(&Call::Symlink(
+        PathBuf::from("pts/ptmx"),
+        PathBuf::from("/r/dev/ptmx")
+    )));
+    assert!(calls.contains(&Call::Symlink(
+        PathBuf::from("/proc/self/fd"),
+        PathBuf::from("/r/dev/fd")
+    )));
+    assert!(calls.contains(&Call::CreateFile(PathBuf::from("/r/dev/null"))));
+    assert!(calls.contains(&Call::CreateDirAll(PathBuf::from("/r/dev/pts"))));
+}
+
+#[test]
+fn readonly_bind_is_bind_then_remount_and_file_sources_get_file_mount_points() {
+    let mut sys = RecordingSyscall::default();
+    sys.files.insert(PathBuf::from("/host/resolv.conf"));
+    let entries = [
+        spec::bind_mount("/host/data", "/data", true),
+        spec::bind_mount("/host/resolv.conf", "/etc/resolv.conf", false),
+    ];
+    for entry in &entries {
+        mount_entry(&sys, Path::new("/r"), entry).expect("mount");
+    }
+    assert_eq!(
+        sys.calls(),
+        vec![
+            Call::CreateDirAll(PathBuf::from("/r/data")),
+            mount_call(Some("/host/data"), "/r/data", None, bind() | MsFlags::MS_REC, None),
+            mount_call(
+                None,
+                "/r/data",
+                None,
+                bind() | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None
+            ),
+            Call::CreateFile(PathBuf::from("/r/etc/resolv.conf")),
+            mount_call(
+                Some("/host/resolv.conf"),
+                "/r/etc/resolv.conf",
+                None,
+                bind() | MsFlags::MS_REC,
+                None
+            ),
+        ]
+    );
+}
+
+#[test]
+fn missing_bind_source_is_an_error() {
+    let mut sys = RecordingSyscall::default();
+    sys.missing.insert(PathBuf::from("/nope"));
+    let err = mount_entry(&sys, Path::new("/r"), &spec::bind_mount("/nope", "/x", false))
+        .expect_err("missing source");
+    assert!(matches!(err, RootfsError::MissingSource(p) if p == Path::new("/nope")));
+}
+
+#[test]
+fn overlay_root_and_readonly_root() {
+    let sys = RecordingSyscall::default();
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(Vec::new()));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(true));
+    }
+    let rootfs = Rootfs::Overlay {
+        lower: vec![PathBuf::from("/l/top"), PathBuf::from("/l/base")],
+        upper: PathBuf::from("/c/upper"),
+        work: PathBuf::from("/c/work"),
+        target: PathBuf::from("/c/merged"),
+    };
+    setup(&sys, &spec, &rootfs).expect("setup");
+    assert_eq!(
+        sys.mounts(),
+        vec![
+            mount_call(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None),
+            mount_call(
+                Some("overlay"),
+                "/c/merged",
+                Some("overlay"),
+                MsFlags::empty(),
+                Some("lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work"),
+            ),
+            mount_call(
+                None,
+                "/",
+                None,
+                bind() | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None
+            ),
+        ]
+    );
+    // No /dev mount: no device nodes or symlinks.
+    assert!(!sys
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::Symlink(..) | Call::CreateFile(..))));
+}
+
+#[test]
+fn overlay_paths_with_separators_are_refused() {
+    let err = overlay_options(
+        &[PathBuf::from("/a:b")],
+        Path::new("/u"),
+        Path::new("/w"),
+    )
+    .expect_err("colon");
+    assert!(matches!(err, RootfsError::Overlay(_)));
+}
+
+#[test]
+fn propagation_option_gets_its_own_call() {
+    let sys = RecordingSyscall::default();
+    let mut entry = spec::bind_mount("/src", "/dst", false);
+    entry.set_options(Some(vec!["rbind".into(), "rslave".into()]));
+    mount_entry(&sys, Path::new("/r"), &entry).expect("mount");
+    assert_eq!(
+        sys.mounts().last(),
+        Some(&mount_call(
+            None,
+            "/r/dst",
+            None,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None
+        ))
+    );
+}
+
+#[test]
+fn spec_devices_are_created_with_mknod() {
+    use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+    let sys = RecordingSyscall::default();
+    let mut fuse = LinuxDevice::default();
+    fuse.set_path(PathBuf::from("/dev/fuse"));
+    fuse.set_typ(LinuxDeviceType::C);
+    fuse.set_major(10);
+    fuse.set_minor(229);
+    fuse.set_file_mode(Some(0o666));
+    let mut null = fuse.clone();
+    null.set_path(PathBuf::from("/dev/null"));
+    null.set_major(1);
+    null.set_minor(3);
+    crate::devices::create(&sys, Path::new("/r"), &[fuse, null]).expect("devices");
+    let calls = sys.calls();
+    assert!(calls.contains(&Call::Mknod(
+        PathBuf::from("/r/dev/fuse"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        0o666,
+        nix::sys::stat::makedev(10, 229)
+    )));
+    // /dev/null came from the spec, so it is not bind-mounted from the host.
+    assert!(!sys
+        .mounts()
+        .iter()
+        .any(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/dev/null"))));
+}
