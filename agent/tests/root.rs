@@ -1,0 +1,232 @@
+//! Containers spawned for real. They need root; without it they print why and pass.
+//! Everything runs in one test function: `spawn` wants a single-threaded caller,
+//! so no other test may run beside it.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use berth_agent::cgroups::Cgroup;
+use berth_agent::{spawn, spawn_exec, ContainerSetup, ExecSetup, Rootfs, SpawnError, Stdio};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxMemory, LinuxResources, Spec};
+
+fn busybox_rootfs(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).expect("mkdir bin");
+    fs::create_dir_all(dir.join("data")).expect("mkdir data");
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "cat", "hostname", "sleep", "ls", "id"] {
+        symlink("busybox", dir.join("bin").join(applet)).expect("symlink");
+    }
+}
+
+fn spec(args: &[&str], cgroups_path: Option<&str>) -> Spec {
+    let mut spec = berth_agent::spec::default_spec();
+    spec.set_hostname(Some("box".into()));
+    if let Some(process) = spec.process_mut() {
+        process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    }
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(cgroups_path.map(PathBuf::from));
+    }
+    spec
+}
+
+struct Output {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+}
+
+fn pipes() -> (Stdio, Output) {
+    let (in_r, in_w) = nix::unistd::pipe().expect("pipe");
+    let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+    let err_w = out_w.try_clone().expect("dup");
+    let stdio = Stdio::Fds {
+        stdin: in_r,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    (
+        stdio,
+        Output {
+            stdin: in_w,
+            stdout: out_r,
+        },
+    )
+}
+
+fn finish(pid: Pid, out: Output) -> (String, i32) {
+    drop(out.stdin);
+    let mut text = String::new();
+    fs::File::from(out.stdout)
+        .read_to_string(&mut text)
+        .expect("read output");
+    let code = match waitpid(pid, None).expect("waitpid") {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    };
+    (text, code)
+}
+
+fn run(rootfs: Rootfs, spec: Spec, init: bool) -> Result<(String, i32), SpawnError> {
+    let (stdio, out) = pipes();
+    let spawned = spawn(ContainerSetup {
+        id: "t".into(),
+        spec,
+        rootfs,
+        stdio,
+        init,
+    })?;
+    Ok(finish(spawned.pid, out))
+}
+
+fn mounted_under(dir: &Path) -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_string_lossy();
+    mountinfo.lines().any(|l| l.contains(dir.as_ref()))
+}
+
+#[test]
+fn containers_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: spawning containers needs root");
+        return;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        println!("skipped: /bin/busybox (busybox-static) is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("rootfs");
+    busybox_rootfs(&root);
+    let path = || Rootfs::Path(root.clone());
+    let script = "echo $$; hostname; (echo box > /proc/sys/kernel/hostname) 2>/dev/null && echo rw || echo ro; exit 3";
+
+    // PID 1 is the user process; hostname, read-only /proc/sys, exit status.
+    let (out, code) = run(path(), spec(&["sh", "-c", script], None), false).expect("spawn");
+    assert_eq!((out.as_str(), code), ("1\nbox\nro\n", 3));
+
+    // With the mini init the user process is PID 2 and its status is passed on.
+    let (out, code) = run(path(), spec(&["sh", "-c", script], None), true).expect("spawn init");
+    assert_eq!((out.as_str(), code), ("2\nbox\nro\n", 3));
+
+    // A signal-killed user process under init gives 128+signal.
+    let (_, code) = run(path(), spec(&["sh", "-c", "kill -9 $$"], None), true).expect("spawn");
+    assert_eq!(code, 137);
+
+    // Command not found and not executable.
+    let err = run(path(), spec(&["nosuchcmd"], None), false).expect_err("not found");
+    assert_eq!(err.exit_code(), 127, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "exec: \"nosuchcmd\": executable file not found in $PATH"
+    );
+    let err = run(path(), spec(&["/data"], None), true).expect_err("not executable");
+    assert_eq!(err.exit_code(), 126, "{err}");
+
+    // A cgroup with a memory limit, seen from the host while the container waits.
+    let id = format!("berth-agent-test-{}", std::process::id());
+    let cgroups_path = format!("/{id}/c1");
+    let mut spec_cg = spec(&["sh", "-c", "read x; echo done"], Some(&cgroups_path));
+    let mut memory = LinuxMemory::default();
+    memory.set_limit(Some(64 << 20));
+    let mut resources = LinuxResources::default();
+    resources.set_memory(Some(memory));
+    if let Some(linux) = spec_cg.linux_mut() {
+        linux.set_resources(Some(resources));
+    }
+    let (stdio, out) = pipes();
+    let container = spawn(ContainerSetup {
+        id: "c1".into(),
+        spec: spec_cg,
+        rootfs: path(),
+        stdio,
+        init: true,
+    })
+    .expect("spawn with cgroup");
+    let cgroup = Cgroup::open(&cgroups_path).expect("open cgroup");
+    let limit_file = match cgroup.version() {
+        berth_agent::cgroups::CgroupVersion::V1 => "memory.limit_in_bytes",
+        berth_agent::cgroups::CgroupVersion::V2 => "memory.max",
+    };
+    let dir = cgroup
+        .dirs()
+        .into_iter()
+        .find(|d| d.to_string_lossy().contains("memory") || cgroup.version() == berth_agent::cgroups::CgroupVersion::V2)
+        .expect("memory dir");
+    assert_eq!(
+        fs::read_to_string(dir.join(limit_file)).expect("limit").trim(),
+        "67108864"
+    );
+    assert!(cgroup.pids().expect("pids").contains(&container.pid));
+    assert_eq!(cgroup.oom_kill_count().expect("oom"), 0);
+
+    // exec joins the running container: its pid namespace, hostname and cgroup.
+    let mut process = berth_agent::spec::default_spec()
+        .process()
+        .clone()
+        .expect("process");
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo $$; hostname; exit 5".into(),
+    ]));
+    let (exec_stdio, exec_out) = pipes();
+    let exec = spawn_exec(ExecSetup {
+        container_pid: container.pid,
+        process: process.clone(),
+        cgroups_path: Some(cgroups_path.clone()),
+        stdio: exec_stdio,
+    })
+    .expect("exec");
+    let (text, code) = finish(exec.pid, exec_out);
+    let mut lines = text.lines();
+    let pid_in_container: i32 = lines.next().expect("pid").parse().expect("number");
+    assert!(pid_in_container > 2 && pid_in_container < 100, "{text}");
+    assert_eq!((lines.next(), code), (Some("box"), 5));
+    process.set_args(Some(vec!["nosuchcmd".into()]));
+    let err = spawn_exec(ExecSetup {
+        container_pid: container.pid,
+        process,
+        cgroups_path: None,
+        stdio: Stdio::Inherit,
+    })
+    .expect_err("exec of a missing command");
+    assert_eq!(err.exit_code(), 127);
+
+    nix::unistd::write(&out.stdin, b"go\n").expect("release");
+    let (text, code) = finish(container.pid, out);
+    assert_eq!((text.as_str(), code), ("done\n", 0));
+    cgroup.destroy().expect("destroy");
+    assert!(cgroup.dirs().iter().all(|d| !d.exists()));
+    let _ = Cgroup::open(&format!("/{id}")).and_then(|c| c.destroy());
+
+    // Overlay rootfs: writes land in upper, nothing stays mounted on the host.
+    let upper = tmp.path().join("upper");
+    let work = tmp.path().join("work");
+    let target = tmp.path().join("merged");
+    for d in [&upper, &work, &target] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let overlay = Rootfs::Overlay {
+        lower: vec![root.clone()],
+        upper: upper.clone(),
+        work,
+        target: target.clone(),
+    };
+    let (out, code) = run(
+        overlay,
+        spec(&["sh", "-c", "echo hi > /f; cat /f"], None),
+        false,
+    )
+    .expect("overlay");
+    assert_eq!((out.as_str(), code), ("hi\n", 0));
+    assert_eq!(fs::read_to_string(upper.join("f")).expect("upper"), "hi\n");
+    assert!(!root.join("f").exists());
+    assert!(fs::read_dir(&target).expect("target").next().is_none());
+    assert!(!mounted_under(tmp.path()), "mounts left behind");
+}
