@@ -88,10 +88,10 @@ fn no_capabilities_section_leaves_capabilities_alone() {
     process.set_capabilities(None);
     process.set_no_new_privileges(Some(false));
     prepare(&sys, &process).expect("prepare");
-    assert!(!sys
-        .calls()
-        .iter()
-        .any(|c| matches!(c, Call::DropBounding(_) | Call::SetCapability(..) | Call::SetNoNewPrivs)));
+    assert!(!sys.calls().iter().any(|c| matches!(
+        c,
+        Call::DropBounding(_) | Call::SetCapability(..) | Call::SetNoNewPrivs
+    )));
 }
 
 #[test]

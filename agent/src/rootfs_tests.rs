@@ -37,7 +37,13 @@ fn default_spec_mount_sequence() {
     let mut expected = vec![
         mount_call(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None),
         mount_call(Some("/r"), "/r", None, bind() | MsFlags::MS_REC, None),
-        mount_call(Some("proc"), "/r/proc", Some("proc"), nosuid_noexec_nodev, None),
+        mount_call(
+            Some("proc"),
+            "/r/proc",
+            Some("proc"),
+            nosuid_noexec_nodev,
+            None,
+        ),
         mount_call(
             Some("tmpfs"),
             "/r/dev",
@@ -54,12 +60,24 @@ fn default_spec_mount_sequence() {
         ),
     ];
     for dev in crate::devices::DEFAULT_DEVICES {
-        expected.push(mount_call(Some(dev), &format!("/r{dev}"), None, bind(), None));
+        expected.push(mount_call(
+            Some(dev),
+            &format!("/r{dev}"),
+            None,
+            bind(),
+            None,
+        ));
     }
     expected.extend([
         // Masked: a file gets /dev/null, a directory a read-only tmpfs, a missing path nothing.
         mount_call(Some("/dev/null"), "/proc/kcore", None, bind(), None),
-        mount_call(Some("tmpfs"), "/proc/acpi", Some("tmpfs"), MsFlags::MS_RDONLY, None),
+        mount_call(
+            Some("tmpfs"),
+            "/proc/acpi",
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None,
+        ),
         // Read-only: bind, then remount read-only.
         mount_call(
             Some("/proc/sysrq-trigger"),
@@ -120,7 +138,13 @@ fn readonly_bind_is_bind_then_remount_and_file_sources_get_file_mount_points() {
         sys.calls(),
         vec![
             Call::CreateDirAll(PathBuf::from("/r/data")),
-            mount_call(Some("/host/data"), "/r/data", None, bind() | MsFlags::MS_REC, None),
+            mount_call(
+                Some("/host/data"),
+                "/r/data",
+                None,
+                bind() | MsFlags::MS_REC,
+                None
+            ),
             mount_call(
                 None,
                 "/r/data",
@@ -144,8 +168,12 @@ fn readonly_bind_is_bind_then_remount_and_file_sources_get_file_mount_points() {
 fn missing_bind_source_is_an_error() {
     let mut sys = RecordingSyscall::default();
     sys.missing.insert(PathBuf::from("/nope"));
-    let err = mount_entry(&sys, Path::new("/r"), &spec::bind_mount("/nope", "/x", false))
-        .expect_err("missing source");
+    let err = mount_entry(
+        &sys,
+        Path::new("/r"),
+        &spec::bind_mount("/nope", "/x", false),
+    )
+    .expect_err("missing source");
     assert!(matches!(err, RootfsError::MissingSource(p) if p == Path::new("/nope")));
 }
 
@@ -197,12 +225,8 @@ fn overlay_root_and_readonly_root() {
 
 #[test]
 fn overlay_paths_with_separators_are_refused() {
-    let err = overlay_options(
-        &[PathBuf::from("/a:b")],
-        Path::new("/u"),
-        Path::new("/w"),
-    )
-    .expect_err("colon");
+    let err = overlay_options(&[PathBuf::from("/a:b")], Path::new("/u"), Path::new("/w"))
+        .expect_err("colon");
     assert!(matches!(err, RootfsError::Overlay(_)));
 }
 

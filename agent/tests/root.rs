@@ -156,10 +156,15 @@ fn containers_as_root() {
     let dir = cgroup
         .dirs()
         .into_iter()
-        .find(|d| d.to_string_lossy().contains("memory") || cgroup.version() == berth_agent::cgroups::CgroupVersion::V2)
+        .find(|d| {
+            d.to_string_lossy().contains("memory")
+                || cgroup.version() == berth_agent::cgroups::CgroupVersion::V2
+        })
         .expect("memory dir");
     assert_eq!(
-        fs::read_to_string(dir.join(limit_file)).expect("limit").trim(),
+        fs::read_to_string(dir.join(limit_file))
+            .expect("limit")
+            .trim(),
         "67108864"
     );
     assert!(cgroup.pids().expect("pids").contains(&container.pid));

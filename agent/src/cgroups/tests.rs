@@ -126,7 +126,10 @@ fn v2_writes_unified_files_and_enables_controllers() {
     let cg = Cgroup::at(r, CgroupVersion::V2, "/berth/c2");
     cg.create(Some(&resources(None))).expect("create");
     let dir = r.join("berth/c2");
-    assert_eq!(read(&r.join("cgroup.subtree_control")), "+cpu +memory +pids");
+    assert_eq!(
+        read(&r.join("cgroup.subtree_control")),
+        "+cpu +memory +pids"
+    );
     assert_eq!(
         read(&r.join("berth/cgroup.subtree_control")),
         "+cpu +memory +pids"
