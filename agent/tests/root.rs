@@ -18,7 +18,7 @@ fn busybox_rootfs(dir: &Path) {
     fs::create_dir_all(dir.join("bin")).expect("mkdir bin");
     fs::create_dir_all(dir.join("data")).expect("mkdir data");
     fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy busybox");
-    for applet in ["sh", "cat", "hostname", "sleep", "ls", "id"] {
+    for applet in ["sh", "cat", "hostname", "sleep", "ls", "id", "kill"] {
         symlink("busybox", dir.join("bin").join(applet)).expect("symlink");
     }
 }
@@ -117,6 +117,36 @@ fn containers_as_root() {
     // A signal-killed user process under init gives 128+signal.
     let (_, code) = run(path(), spec(&["sh", "-c", "kill -9 $$"], None), true).expect("spawn");
     assert_eq!(code, 137);
+
+    // A terminal becomes the controlling tty of the user process (init keeps none).
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let tty_script =
+        "[ -t 0 ] && [ -t 1 ] && echo tty; read -r a b c d e f g rest < /proc/$$/stat; echo $$ $g";
+    let spawned = spawn(ContainerSetup {
+        id: "tty".into(),
+        spec: spec(&["sh", "-c", tty_script], None),
+        rootfs: path(),
+        stdio: Stdio::Terminal { slave: pty.slave },
+        init: true,
+    })
+    .expect("spawn with a terminal");
+    let mut text = Vec::new();
+    let mut master = fs::File::from(pty.master);
+    let mut buf = [0u8; 256];
+    // The master reads EIO once every slave descriptor is closed.
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text).replace('\r', "");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("tty"), "{text}");
+    let fields: Vec<&str> = lines.next().expect("pid line").split(' ').collect();
+    assert_eq!(fields[0], "2");
+    assert_ne!(fields[1], "0", "no controlling tty: {text}");
+    assert!(matches!(
+        waitpid(spawned.pid, None),
+        Ok(WaitStatus::Exited(_, 0))
+    ));
 
     // Command not found and not executable.
     let err = run(path(), spec(&["nosuchcmd"], None), false).expect_err("not found");
