@@ -65,6 +65,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<()> {
     }
     pivot(sys, &root)?;
     if let Some(linux) = linux {
+        set_sysctls(sys, linux.sysctl().as_ref())?;
         mask_paths(sys, linux.masked_paths().as_deref().unwrap_or_default())?;
         readonly_paths(sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
     }
@@ -221,6 +222,21 @@ pub fn pivot(sys: &dyn Syscall, root: &Path) -> Result<()> {
         sys.umount2(dot, MntFlags::MNT_DETACH),
     )?;
     step(|| "chdir to /".into(), sys.chdir(Path::new("/")))
+}
+
+/// Apply `linux.sysctl` through /proc/sys (before /proc/sys turns read-only),
+/// in key order so the result does not depend on map order.
+pub fn set_sysctls(
+    sys: &dyn Syscall,
+    sysctl: Option<&std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let mut entries: Vec<_> = sysctl.into_iter().flatten().collect();
+    entries.sort();
+    for (key, value) in entries {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        step(|| format!("set sysctl {key}"), sys.write_file(&path, value))?;
+    }
+    Ok(())
 }
 
 /// Hide paths: /dev/null over files, a read-only tmpfs over directories.

@@ -276,3 +276,37 @@ fn spec_devices_are_created_with_mknod() {
         .iter()
         .any(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/dev/null"))));
 }
+
+#[test]
+fn sysctls_are_written_after_pivot_and_before_readonly_paths() {
+    let sys = RecordingSyscall::default();
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(Vec::new()));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_sysctl(Some(
+            [("net.ipv4.ip_forward".to_owned(), "1".to_owned())].into(),
+        ));
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(Some(vec!["/proc/sys".into()]));
+    }
+    setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).expect("setup");
+    let calls = sys.calls();
+    let write = calls
+        .iter()
+        .position(|c| {
+            *c == Call::WriteFile(
+                PathBuf::from("/proc/sys/net/ipv4/ip_forward"),
+                "1".to_owned(),
+            )
+        })
+        .expect("sysctl written");
+    let pivot = calls
+        .iter()
+        .position(|c| matches!(c, Call::PivotRoot(..)))
+        .expect("pivot");
+    let readonly = calls
+        .iter()
+        .position(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/proc/sys")))
+        .expect("readonly");
+    assert!(pivot < write && write < readonly);
+}

@@ -104,6 +104,16 @@ impl Syscall for LinuxSyscall {
         })
     }
 
+    fn write_file(&self, path: &Path, data: &str) -> Result<()> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(data.as_bytes()))
+            .map_err(|e| errno("write", display(path))(io_errno(&e)))
+    }
+
     fn sethostname(&self, name: &str) -> Result<()> {
         nix::unistd::sethostname(name).map_err(errno("sethostname", name))
     }

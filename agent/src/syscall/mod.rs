@@ -95,6 +95,8 @@ pub trait Syscall {
     fn chown(&self, path: &Path, uid: Option<Uid>, gid: Option<Gid>) -> Result<()>;
     /// What `path` is, following symlinks; `None` if it does not exist.
     fn file_kind(&self, path: &Path) -> Option<FileKind>;
+    /// Write `data` to an existing file (a /proc/sys knob).
+    fn write_file(&self, path: &Path, data: &str) -> Result<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> Result<()>;
     /// setrlimit(2).

@@ -44,6 +44,8 @@ pub enum Call {
     Mknod(PathBuf, SFlag, u32, u64),
     /// chown(2).
     Chown(PathBuf, Option<u32>, Option<u32>),
+    /// A file write: path, data.
+    WriteFile(PathBuf, String),
     /// sethostname(2).
     Sethostname(String),
     /// setrlimit(2).
@@ -165,6 +167,9 @@ impl Syscall for RecordingSyscall {
         } else {
             Some(FileKind::Dir)
         }
+    }
+    fn write_file(&self, path: &Path, data: &str) -> Result<()> {
+        self.push(Call::WriteFile(path.to_path_buf(), data.to_owned()))
     }
     fn sethostname(&self, name: &str) -> Result<()> {
         self.push(Call::Sethostname(name.to_owned()))
