@@ -20,3 +20,7 @@ pub mod syscall;
 pub use create::{spawn, ContainerSetup, Rootfs, SpawnError, Spawned};
 pub use exec::{spawn_exec, ExecSetup};
 pub use stdio::Stdio;
+
+/// Errors reachable through [`SpawnError`]'s sources.
+pub use channel::ChannelError;
+pub use namespaces::NamespaceError;
