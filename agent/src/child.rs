@@ -97,6 +97,12 @@ pub(crate) fn fork_supervised(close_in_supervisor: &[RawFd]) -> Result<(), Child
                 // its owner is never dropped because `supervise` does not return.
                 unsafe { libc::close(*fd) };
             }
+            // The supervisor never execs, so close-on-exec does not protect the caller's
+            // descriptors (a pty master, the other ends of stdio pipes): holding them would
+            // keep the container's streams from ever seeing EOF or hang-up.
+            // SAFETY: the supervisor only waits and forwards signals from here on and
+            // uses no descriptor; `supervise` never returns, so no owner is dropped.
+            unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
             init::supervise(child, &old_mask)
         }
         Err(e) => {
