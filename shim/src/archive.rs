@@ -258,10 +258,7 @@ impl Staging<'_> {
             .store
             .read_manifest(manifest_digest)
             .map_err(ArchiveError::Store)?;
-        if let Ok(config) = self
-            .store
-            .read_config(&manifest.config().digest().to_string())
-        {
+        if let Ok(config) = self.store.read_config(manifest.config().digest().as_ref()) {
             self.diff_ids
                 .extend(config.rootfs().diff_ids().iter().cloned());
         }
@@ -341,7 +338,7 @@ fn load_oci(st: &mut Staging<'_>) -> Result<Vec<Loaded>, ArchiveError> {
         let mut desc = desc.clone();
         let annotations = desc.annotations().clone().unwrap_or_default();
         if is_index_type(desc.media_type()) {
-            let (digest, _) = st.put_digest(&desc.digest().to_string())?;
+            let (digest, _) = st.put_digest(desc.digest().as_ref())?;
             let nested = ImageIndex::from_reader(
                 &st.store.read_blob(&digest).map_err(ArchiveError::Store)?[..],
             )
@@ -360,7 +357,7 @@ fn load_oci(st: &mut Staging<'_>) -> Result<Vec<Loaded>, ArchiveError> {
                 .cloned()
                 .ok_or_else(|| ArchiveError::NoPlatform(host_arch().to_string()))?;
         }
-        let (manifest_digest, _) = st.put_digest(&desc.digest().to_string())?;
+        let (manifest_digest, _) = st.put_digest(desc.digest().as_ref())?;
         let manifest = st
             .store
             .read_manifest(&manifest_digest)
@@ -368,7 +365,7 @@ fn load_oci(st: &mut Staging<'_>) -> Result<Vec<Loaded>, ArchiveError> {
         let config_digest = manifest.config().digest().to_string();
         st.put_digest(&config_digest)?;
         for l in manifest.layers() {
-            st.put_digest(&l.digest().to_string())?;
+            st.put_digest(l.digest().as_ref())?;
         }
         let mut refs = Vec::new();
         let ref_name = annotations.get(REF_NAME);
@@ -631,6 +628,7 @@ pub fn loaded_lines(loaded: &[Loaded]) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::store::blob::sha256_digest;

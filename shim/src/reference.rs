@@ -257,6 +257,7 @@ fn is_valid_tag(t: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -496,7 +496,7 @@ async fn pull_async(
             && manifest
                 .layers()
                 .iter()
-                .all(|l| store.has_blob(&l.digest().to_string()));
+                .all(|l| store.has_blob(l.digest().as_ref()));
         if !store.has_blob(&config_digest) {
             let mut w = store.blob_writer(Some(&config_digest)).map_err(store_err)?;
             client
@@ -662,6 +662,7 @@ async fn push_async(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

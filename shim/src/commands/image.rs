@@ -23,7 +23,7 @@ pub enum ImageCommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(Box<RegistryError>),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error("cannot find out which containers use image {image}")]
@@ -40,6 +40,12 @@ pub enum ImageCommandError {
     Output(#[source] io::Error),
     #[error("cannot encode the output as JSON")]
     Json(#[source] serde_json::Error),
+}
+
+impl From<RegistryError> for ImageCommandError {
+    fn from(e: RegistryError) -> Self {
+        ImageCommandError::Registry(Box::new(e))
+    }
 }
 
 fn out(line: &str) -> Result<(), ImageCommandError> {
@@ -399,6 +405,7 @@ pub fn image_json(_store: &ImageStore, image: &Image) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -120,6 +120,7 @@ pub fn apply_changes(config: &mut Config, changes: &[String]) -> Result<(), Chan
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

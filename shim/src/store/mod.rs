@@ -745,8 +745,7 @@ impl ImageStore {
                 io::BufRead::fill_buf(&mut reader).map_err(io_err(&blob_path))?,
             );
             let media_type = compression.oci_media_type();
-            let dec =
-                blob::decompress(reader, &media_type.to_string()).map_err(io_err(&blob_path))?;
+            let dec = blob::decompress(reader, media_type.as_ref()).map_err(io_err(&blob_path))?;
             let (diff_id, _) = HashingReader::new(dec)
                 .finish()
                 .map_err(io_err(&blob_path))?;
@@ -810,6 +809,7 @@ pub fn descriptor(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::unpack::tests::TarBuilder;
     use super::*;

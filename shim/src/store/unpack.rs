@@ -352,6 +352,7 @@ fn apply_metadata<R: Read>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use std::cell::RefCell;
