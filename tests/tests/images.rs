@@ -25,7 +25,8 @@ fn images(b: &Berth) -> Vec<(String, String, String)> {
     for col in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
         at += header[at..]
             .find(col)
-            .unwrap_or_else(|| panic!("images header lacks {col}: {out}"));
+            .unwrap_or_else(|| panic!("images header lacks {col} (in order): {out}"))
+            + col.len();
     }
     lines
         .map(|l| {
