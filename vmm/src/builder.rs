@@ -1,0 +1,406 @@
+//! The one recipe that turns a [`VmConfig`] into a ready-to-run [`Vmm`].
+//!
+//! Order (fixed): validate config → guest memory → KVM VM, memory slots, irqchip, PIT → legacy
+//! devices on the PIO bus, virtio-mmio devices on the MMIO bus (with ioeventfd/irqfd) → kernel,
+//! initramfs, command line, boot_params → vCPUs. Nothing runs until [`Vmm::start`].
+
+use std::fs::OpenOptions;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::VmFd;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::devices::legacy::{i8042, serial, SerialDevice, SerialOutput, I8042};
+use crate::devices::virtio::block::{Block, BlockError, BlockMetrics};
+use crate::devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW_SIZE};
+use crate::devices::{Bus, BusError};
+use crate::loader::{self, BootInfo, LoaderError, MmioDeviceInfo};
+use crate::memory::{self, GuestMemory, MemoryError, MMIO_MEM_START};
+use crate::vmm_config::{ConfigError, SerialConfig, VmConfig};
+use crate::vstate::vcpu::VcpuHandle;
+use crate::vstate::{Vcpu, VcpuError, VcpuExitReason, Vm, VmError};
+
+/// First GSI given to virtio-mmio devices (legacy devices use 0..=4).
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Last usable GSI on the IOAPIC.
+pub const MAX_IRQ: u32 = 23;
+
+/// Errors of [`build_vm`] and [`Vmm`].
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error("invalid VM configuration")]
+    Config(#[source] ConfigError),
+    /// Guest memory could not be created.
+    #[error("could not create guest memory")]
+    Memory(#[source] MemoryError),
+    /// The KVM VM could not be set up.
+    #[error("could not set up the KVM VM")]
+    Vm(#[source] VmError),
+    /// An eventfd could not be created.
+    #[error("could not create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// The serial output file could not be opened.
+    #[error("could not open the serial output file")]
+    SerialFile(#[source] std::io::Error),
+    /// A device could not be placed on a bus.
+    #[error("could not place a device on a bus")]
+    Bus(#[source] BusError),
+    /// A legacy device's irqfd could not be registered.
+    #[error("could not register a legacy device interrupt")]
+    LegacyIrq(#[source] kvm_ioctls::Error),
+    /// A drive could not be opened.
+    #[error("could not set up a drive")]
+    Block(#[source] BlockError),
+    /// A virtio-mmio transport could not be created.
+    #[error("could not create a virtio-mmio transport")]
+    Mmio(#[source] mmio::MmioError),
+    /// A virtio-mmio transport could not be wired to KVM.
+    #[error("could not wire a virtio-mmio device to KVM")]
+    MmioWiring(#[source] mmio::kvm::KvmWiringError),
+    /// More devices than interrupt lines.
+    #[error("too many virtio devices: out of interrupt lines")]
+    OutOfIrqs,
+    /// The kernel could not be loaded.
+    #[error("could not load the kernel")]
+    Loader(#[source] LoaderError),
+    /// A vCPU could not be created, configured or started.
+    #[error("vCPU setup failed")]
+    Vcpu(#[source] VcpuError),
+    /// The VM was already started.
+    #[error("the VM was already started")]
+    AlreadyStarted,
+    /// Waiting for VM events failed.
+    #[error("could not wait for VM events")]
+    Wait(#[source] std::io::Error),
+}
+
+/// A virtio-blk device as attached to the VM.
+#[derive(Debug, Clone)]
+pub struct AttachedBlock {
+    /// Drive id from the configuration.
+    pub drive_id: String,
+    /// MMIO base of its window.
+    pub mmio_base: u64,
+    /// Its GSI.
+    pub gsi: u32,
+    /// The transport (registers, interrupt status).
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// The device's counters.
+    pub metrics: Arc<BlockMetrics>,
+}
+
+/// Why a VM run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmExit {
+    /// The guest asked for a reset through the i8042 (`reboot=k`): orderly shutdown.
+    Reset,
+    /// A vCPU thread ended on its own.
+    VcpuExited {
+        /// The vCPU.
+        id: u8,
+        /// Why.
+        reason: VcpuExitReason,
+    },
+    /// The wait timed out; the VM was stopped.
+    Timeout,
+}
+
+/// A built VM and its devices.
+pub struct Vmm {
+    // Field order matters for drop: vCPUs and devices before the VM, memory last.
+    vcpu_handles: Vec<VcpuHandle>,
+    vcpus: Vec<Vcpu>,
+    blocks: Vec<AttachedBlock>,
+    serial: Arc<Mutex<SerialDevice>>,
+    pio_bus: Arc<Bus>,
+    mmio_bus: Arc<Bus>,
+    stop: Arc<AtomicBool>,
+    reset_evt: EventFd,
+    vcpu_exit_evt: EventFd,
+    boot: Option<BootInfo>,
+    vm: Vm,
+    mem: GuestMemory,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm")
+            .field("vcpus", &self.vcpus.len())
+            .field("running", &self.vcpu_handles.len())
+            .field("blocks", &self.blocks)
+            .field("pio_bus", &self.pio_bus)
+            .field("mmio_bus", &self.mmio_bus)
+            .finish_non_exhaustive()
+    }
+}
+
+fn serial_output(cfg: &SerialConfig) -> Result<SerialOutput, BuildError> {
+    Ok(match cfg {
+        SerialConfig::Stdout => SerialOutput::Stdout,
+        SerialConfig::Off => SerialOutput::Sink,
+        SerialConfig::File(path) => SerialOutput::File(Arc::new(Mutex::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(BuildError::SerialFile)?,
+        ))),
+    })
+}
+
+fn eventfd() -> Result<EventFd, BuildError> {
+    EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)
+}
+
+fn attach_legacy(
+    vm: &VmFd,
+    pio: &mut Bus,
+    out: SerialOutput,
+    reset_evt: &EventFd,
+) -> Result<Arc<Mutex<SerialDevice>>, BuildError> {
+    let com1_irq = eventfd()?;
+    vm.register_irqfd(&com1_irq, serial::COM1_IRQ)
+        .map_err(BuildError::LegacyIrq)?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(com1_irq, out)));
+    pio.insert(serial.clone(), serial::COM1_PORT, serial::COM1_PORT_LEN)
+        .map_err(BuildError::Bus)?;
+    let reset = reset_evt.try_clone().map_err(BuildError::EventFd)?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(reset))),
+        i8042::I8042_PORT,
+        i8042::I8042_PORT_LEN,
+    )
+    .map_err(BuildError::Bus)?;
+    Ok(serial)
+}
+
+fn attach_blocks(
+    cfg: &VmConfig,
+    vm: &VmFd,
+    mem: &GuestMemory,
+    mmio_bus: &mut Bus,
+) -> Result<Vec<AttachedBlock>, BuildError> {
+    let mut out = Vec::new();
+    for (i, drive) in cfg.drives.iter().enumerate() {
+        let gsi = VIRTIO_IRQ_BASE + i as u32;
+        if gsi > MAX_IRQ {
+            return Err(BuildError::OutOfIrqs);
+        }
+        let mmio_base = MMIO_MEM_START + i as u64 * MMIO_WINDOW_SIZE;
+        let block = Block::new(drive).map_err(BuildError::Block)?;
+        let metrics = block.metrics();
+        let transport = Arc::new(Mutex::new(
+            MmioTransport::new(mem.clone(), Box::new(block), eventfd()?)
+                .map_err(BuildError::Mmio)?,
+        ));
+        mmio::kvm::register(vm, &transport, mmio_base, gsi).map_err(BuildError::MmioWiring)?;
+        mmio_bus
+            .insert(transport.clone(), mmio_base, MMIO_WINDOW_SIZE)
+            .map_err(BuildError::Bus)?;
+        out.push(AttachedBlock {
+            drive_id: drive.drive_id.clone(),
+            mmio_base,
+            gsi,
+            transport,
+            metrics,
+        });
+    }
+    Ok(out)
+}
+
+/// Builds a VM from `cfg` with the given serial output (overriding `cfg.serial` when `Some`).
+///
+/// Without a boot source the vCPUs are left in their reset state for the caller to set up
+/// (harness guests); with one, the kernel is loaded and vCPU 0 points at its entry.
+pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm, BuildError> {
+    cfg.validate().map_err(BuildError::Config)?;
+
+    let mem = memory::create_guest_memory(cfg.machine.mem_size_mib).map_err(BuildError::Memory)?;
+
+    let vm = Vm::new().map_err(BuildError::Vm)?;
+    vm.register_memory(&mem).map_err(BuildError::Vm)?;
+    vm.setup_irqchip().map_err(BuildError::Vm)?;
+
+    let reset_evt = eventfd()?;
+    let mut pio_bus = Bus::new();
+    let out = match serial_out {
+        Some(out) => out,
+        None => serial_output(&cfg.serial)?,
+    };
+    let serial = attach_legacy(vm.fd(), &mut pio_bus, out, &reset_evt)?;
+    let mut mmio_bus = Bus::new();
+    let blocks = attach_blocks(cfg, vm.fd(), &mem, &mut mmio_bus)?;
+
+    let boot = match &cfg.boot_source {
+        Some(boot_cfg) => {
+            let devices: Vec<_> = blocks
+                .iter()
+                .map(|b| MmioDeviceInfo {
+                    base: b.mmio_base,
+                    size: MMIO_WINDOW_SIZE,
+                    irq: b.gsi,
+                })
+                .collect();
+            Some(loader::load_linux(&mem, boot_cfg, &devices).map_err(BuildError::Loader)?)
+        }
+        None => None,
+    };
+
+    let pio_bus = Arc::new(pio_bus);
+    let mmio_bus = Arc::new(mmio_bus);
+    let mut vcpus = Vec::new();
+    for id in 0..cfg.machine.vcpu_count {
+        let vcpu =
+            Vcpu::new(&vm, id, pio_bus.clone(), mmio_bus.clone()).map_err(BuildError::Vcpu)?;
+        if let Some(boot) = &boot {
+            loader::configure_vcpu(&vcpu, &mem, boot).map_err(BuildError::Loader)?;
+        }
+        vcpus.push(vcpu);
+    }
+
+    Ok(Vmm {
+        vcpu_handles: Vec::new(),
+        vcpus,
+        blocks,
+        serial,
+        pio_bus,
+        mmio_bus,
+        stop: Arc::new(AtomicBool::new(false)),
+        reset_evt,
+        vcpu_exit_evt: eventfd()?,
+        boot,
+        vm,
+        mem,
+    })
+}
+
+impl Vmm {
+    /// Guest memory.
+    pub fn guest_memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    /// The KVM VM.
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// vCPUs not yet started (to adjust registers before [`Vmm::start`]).
+    pub fn vcpus(&self) -> &[Vcpu] {
+        &self.vcpus
+    }
+
+    /// Attached virtio-blk devices, in configuration order.
+    pub fn blocks(&self) -> &[AttachedBlock] {
+        &self.blocks
+    }
+
+    /// COM1.
+    pub fn serial(&self) -> &Arc<Mutex<SerialDevice>> {
+        &self.serial
+    }
+
+    /// Where the kernel was loaded, when there is a boot source.
+    pub fn boot_info(&self) -> Option<&BootInfo> {
+        self.boot.as_ref()
+    }
+
+    /// Starts one thread per vCPU.
+    pub fn start(&mut self) -> Result<(), BuildError> {
+        if self.vcpus.is_empty() {
+            return Err(BuildError::AlreadyStarted);
+        }
+        for vcpu in self.vcpus.drain(..) {
+            let exit_evt = self
+                .vcpu_exit_evt
+                .try_clone()
+                .map_err(BuildError::EventFd)?;
+            let handle = vcpu
+                .start(self.stop.clone(), exit_evt)
+                .map_err(BuildError::Vcpu)?;
+            self.vcpu_handles.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Waits until the guest resets, a vCPU ends or `timeout` passes, then stops the VM.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<VmmExit, BuildError> {
+        use std::os::fd::AsRawFd;
+        const RESET: u64 = 0;
+        const VCPU: u64 = 1;
+        let epoll = Epoll::new().map_err(BuildError::Wait)?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                self.reset_evt.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, RESET),
+            )
+            .map_err(BuildError::Wait)?;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                self.vcpu_exit_evt.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, VCPU),
+            )
+            .map_err(BuildError::Wait)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut events = [EpollEvent::default(); 2];
+        let exit = loop {
+            let ms = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break VmmExit::Timeout;
+                    }
+                    i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX)
+                }
+                None => -1,
+            };
+            let n = match epoll.wait(ms, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BuildError::Wait(e)),
+            };
+            if events[..n].iter().any(|e| e.data() == RESET) {
+                break VmmExit::Reset;
+            }
+            if n > 0 {
+                if let Some(pos) = self.vcpu_handles.iter().position(VcpuHandle::is_finished) {
+                    let h = self.vcpu_handles.remove(pos);
+                    let id = h.id();
+                    break VmmExit::VcpuExited {
+                        id,
+                        reason: h.join(),
+                    };
+                }
+            }
+        };
+        self.stop_vcpus();
+        Ok(exit)
+    }
+
+    /// Stops and joins every vCPU thread.
+    pub fn stop_vcpus(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // A kick can land just before a thread enters KVM_RUN; repeat until all have left.
+        while self.vcpu_handles.iter().any(|h| !h.is_finished()) {
+            for h in &self.vcpu_handles {
+                h.kick();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for h in self.vcpu_handles.drain(..) {
+            h.join();
+        }
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        self.stop_vcpus();
+    }
+}
