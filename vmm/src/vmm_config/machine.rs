@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::memory::{MIN_MEM_MIB, MMIO_MEM_START};
+use crate::memory::MIN_MEM_MIB;
 
 /// The most vCPUs a VM may have.
 pub const MAX_VCPUS: u8 = 32;
@@ -37,7 +37,6 @@ impl MachineConfig {
         if self.mem_size_mib > (1 << 20) {
             return Err(ConfigError::MemoryTooLarge(self.mem_size_mib));
         }
-        let _ = MMIO_MEM_START;
         Ok(())
     }
 }

@@ -174,12 +174,14 @@ mod tests {
         cfg.machine.vcpu_count = 0;
         assert!(matches!(cfg.validate(), Err(ConfigError::VcpuCount(0))));
 
-        let mut cfg = VmConfig::default();
-        cfg.boot_source = Some(BootSourceConfig {
-            kernel_image_path: "/nonexistent/vmlinux".into(),
-            initrd_path: None,
-            boot_args: None,
-        });
+        let cfg = VmConfig {
+            boot_source: Some(BootSourceConfig {
+                kernel_image_path: "/nonexistent/vmlinux".into(),
+                initrd_path: None,
+                boot_args: None,
+            }),
+            ..Default::default()
+        };
         let err = cfg.validate().unwrap_err();
         assert!(
             matches!(

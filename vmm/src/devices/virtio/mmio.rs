@@ -78,6 +78,8 @@ pub struct MmioTransport {
     queue_sel: u32,
     config_generation: u32,
     active: bool,
+    /// QueueNotify writes that reached the transport (zero when KVM ioeventfd takes them).
+    notify_exits: u64,
 }
 
 impl std::fmt::Debug for MmioTransport {
@@ -121,6 +123,7 @@ impl MmioTransport {
             queue_sel: 0,
             config_generation: 0,
             active: false,
+            notify_exits: 0,
         })
     }
 
@@ -142,6 +145,11 @@ impl MmioTransport {
     /// Features the driver accepted.
     pub fn acked_features(&self) -> u64 {
         self.acked_features
+    }
+
+    /// QueueNotify writes that trapped to the transport instead of going to an ioeventfd.
+    pub fn notify_exits(&self) -> u64 {
+        self.notify_exits
     }
 
     /// Whether the device was activated (DRIVER_OK accepted).
@@ -310,6 +318,7 @@ impl MmioTransport {
             }
             reg::QUEUE_NOTIFY => {
                 // Reached only when no ioeventfd took the write.
+                self.notify_exits += 1;
                 if let Some(evt) = self.queue_evts.get(v as usize) {
                     if let Err(e) = evt.write(1) {
                         warn!(error = %e, "virtio-mmio: could not signal queue eventfd");
@@ -780,6 +789,7 @@ mod tests {
         assert_eq!(t.queue_evts()[1].read().unwrap(), 1);
         assert!(t.queue_evts()[0].read().is_err()); // nothing pending (non-blocking)
         w(&mut t, reg::QUEUE_NOTIFY, 9); // no such queue: ignored
+        assert_eq!(t.notify_exits(), 2);
 
         t.interrupt().trigger(irq::VRING).unwrap();
         t.interrupt().trigger(irq::CONFIG).unwrap();
