@@ -35,7 +35,7 @@ pub struct CreateArgs {
     #[arg(short, long)]
     pub user: Option<String>,
     /// Container host name.
-    #[arg(long, short = 'h')]
+    #[arg(long)]
     pub hostname: Option<String>,
     /// Override the image's entrypoint.
     #[arg(long)]

@@ -56,7 +56,8 @@ pub fn start(ctx: &Context, args: &StartArgs) -> Result<i32, CommandError> {
 
 /// Starts `berth __monitor ID` in its own session and waits for its start-up report.
 pub(super) fn start_detached(ctx: &Context, id: &str) -> Result<(), CommandError> {
-    let (read_end, write_end) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     let write_raw = write_end.as_raw_fd();
     let mut command = Command::new("/proc/self/exe");
     command

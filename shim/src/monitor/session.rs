@@ -12,7 +12,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{pipe, Pid};
+use nix::unistd::Pid;
 
 use super::log::{LogWriter, Stream};
 use super::terminal;
@@ -66,10 +66,10 @@ pub fn wire(wiring: Wiring) -> io::Result<(SessionIo, berth_agent::Stdio)> {
         };
         return Ok((io, berth_agent::Stdio::Terminal { slave: pty.slave }));
     }
-    let (stdout_r, stdout_w) = pipe().map_err(io::Error::from)?;
-    let (stderr_r, stderr_w) = pipe().map_err(io::Error::from)?;
+    let (stdout_r, stdout_w) = pipe_cloexec()?;
+    let (stderr_r, stderr_w) = pipe_cloexec()?;
     let (stdin, input, held) = if wiring.interactive {
-        let (r, w) = pipe().map_err(io::Error::from)?;
+        let (r, w) = pipe_cloexec()?;
         if wiring.attached {
             (r, Some(w), None)
         } else {
@@ -353,4 +353,9 @@ impl Pump {
 /// Raw fd of berth's stdin, for callers that test whether it is a terminal.
 pub fn stdin_is_terminal() -> bool {
     nix::unistd::isatty(io::stdin().as_fd()).unwrap_or(false) && io::stdin().as_raw_fd() == 0
+}
+
+/// A pipe whose ends do not leak into programs berth executes.
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
