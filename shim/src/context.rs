@@ -15,7 +15,6 @@ pub struct Context {
 }
 
 impl Context {
-
     /// Folder holding one sub-folder per container.
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")

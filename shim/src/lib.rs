@@ -1,5 +1,6 @@
 //! berth's host side: the CLI's commands, the image store and the container runtimes.
 
+pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod container;
@@ -8,7 +9,6 @@ pub mod monitor;
 pub mod options;
 pub mod reference;
 pub mod registry;
-pub mod archive;
 pub mod runtime;
 pub mod store;
 

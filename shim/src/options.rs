@@ -15,7 +15,9 @@ pub enum OptionError {
     Cpus { given: f64, max: usize },
     #[error("invalid volume \"{0}\": expected /host/path:/container/path[:ro|rw]")]
     VolumeSyntax(String),
-    #[error("invalid volume \"{0}\": named volumes are not supported, the host path must be absolute")]
+    #[error(
+        "invalid volume \"{0}\": named volumes are not supported, the host path must be absolute"
+    )]
     NamedVolume(String),
     #[error("invalid volume \"{0}\": the container path must be absolute")]
     VolumeDestination(String),
@@ -25,7 +27,9 @@ pub enum OptionError {
     EnvName(String),
     #[error("the working directory \"{0}\" is invalid: it needs to be an absolute path")]
     Workdir(String),
-    #[error("no command specified: the image has no Cmd or Entrypoint, give one after the image name")]
+    #[error(
+        "no command specified: the image has no Cmd or Entrypoint, give one after the image name"
+    )]
     NoCommand,
 }
 
@@ -33,7 +37,10 @@ pub enum OptionError {
 pub fn parse_size(text: &str) -> Result<i64, OptionError> {
     let bad = || OptionError::Size(text.to_string());
     let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').filter(|s| !s.is_empty()).unwrap_or(&lower);
+    let lower = lower
+        .strip_suffix('b')
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&lower);
     let (number, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => lower.split_at(i),
         None => (lower, ""),
@@ -224,18 +231,35 @@ mod tests {
         assert_eq!(v.destination, "/mnt");
         assert!(v.read_only);
         assert!(!parse_volume("/data:/mnt").unwrap().read_only);
-        assert!(matches!(parse_volume("data:/mnt"), Err(OptionError::NamedVolume(_))));
-        assert!(matches!(parse_volume("/data:mnt"), Err(OptionError::VolumeDestination(_))));
-        assert!(matches!(parse_volume("/data:/mnt:rx"), Err(OptionError::VolumeMode { .. })));
-        assert!(matches!(parse_volume("/data"), Err(OptionError::VolumeSyntax(_))));
+        assert!(matches!(
+            parse_volume("data:/mnt"),
+            Err(OptionError::NamedVolume(_))
+        ));
+        assert!(matches!(
+            parse_volume("/data:mnt"),
+            Err(OptionError::VolumeDestination(_))
+        ));
+        assert!(matches!(
+            parse_volume("/data:/mnt:rx"),
+            Err(OptionError::VolumeMode { .. })
+        ));
+        assert!(matches!(
+            parse_volume("/data"),
+            Err(OptionError::VolumeSyntax(_))
+        ));
     }
 
     #[test]
     fn env_files_and_merging() {
         std::env::set_var("BERTH_TEST_FROM_HOST", "yes");
-        let parsed = parse_env_file("# c\nA=1\n\n  B=two words\nBERTH_TEST_FROM_HOST\nUNSET_XYZ_123\n");
-        assert_eq!(parsed, strings(&["A=1", "B=two words", "BERTH_TEST_FROM_HOST=yes"]));
-        let merged = merge_env(&[strings(&["PATH=/bin", "A=1"]), strings(&["A=2", "C=3"])]).unwrap();
+        let parsed =
+            parse_env_file("# c\nA=1\n\n  B=two words\nBERTH_TEST_FROM_HOST\nUNSET_XYZ_123\n");
+        assert_eq!(
+            parsed,
+            strings(&["A=1", "B=two words", "BERTH_TEST_FROM_HOST=yes"])
+        );
+        let merged =
+            merge_env(&[strings(&["PATH=/bin", "A=1"]), strings(&["A=2", "C=3"])]).unwrap();
         assert_eq!(merged, strings(&["PATH=/bin", "A=2", "C=3"]));
         assert!(merge_env(&[strings(&["=x"])]).is_err());
     }
@@ -244,17 +268,26 @@ mod tests {
     fn entrypoint_and_command() {
         let ep = strings(&["/entry"]);
         let cmd = strings(&["sh"]);
-        assert_eq!(resolve_args(&ep, &cmd, None, &[]).unwrap(), strings(&["/entry", "sh"]));
+        assert_eq!(
+            resolve_args(&ep, &cmd, None, &[]).unwrap(),
+            strings(&["/entry", "sh"])
+        );
         assert_eq!(
             resolve_args(&ep, &cmd, None, &strings(&["ls", "-l"])).unwrap(),
             strings(&["/entry", "ls", "-l"])
         );
-        assert_eq!(resolve_args(&ep, &cmd, Some("/bin/echo"), &[]).unwrap(), strings(&["/bin/echo"]));
+        assert_eq!(
+            resolve_args(&ep, &cmd, Some("/bin/echo"), &[]).unwrap(),
+            strings(&["/bin/echo"])
+        );
         assert_eq!(
             resolve_args(&ep, &cmd, Some(""), &strings(&["id"])).unwrap(),
             strings(&["id"])
         );
-        assert_eq!(resolve_args(&[], &[], None, &[]), Err(OptionError::NoCommand));
+        assert_eq!(
+            resolve_args(&[], &[], None, &[]),
+            Err(OptionError::NoCommand)
+        );
     }
 
     #[test]

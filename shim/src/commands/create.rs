@@ -63,9 +63,20 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
     };
     options::check_workdir(&cwd)?;
 
-    let memory = args.memory.as_deref().map(options::parse_memory).transpose()?.unwrap_or(0);
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let nano_cpus = args.cpus.map(|c| options::parse_cpus(c, host_cpus)).transpose()?.unwrap_or(0);
+    let memory = args
+        .memory
+        .as_deref()
+        .map(options::parse_memory)
+        .transpose()?
+        .unwrap_or(0);
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let nano_cpus = args
+        .cpus
+        .map(|c| options::parse_cpus(c, host_cpus))
+        .transpose()?
+        .unwrap_or(0);
     let binds = args
         .volume
         .iter()
@@ -83,7 +94,10 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
 
     let store = ContainerStore::open(&ctx.root)?;
     let (id, name) = store.new_identity(args.name.as_deref())?;
-    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
     env.push(format!("HOSTNAME={hostname}"));
     let record = ContainerRecord {
         name,

@@ -25,9 +25,16 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> Result<i32, CommandError> {
             )))
         }
     };
-    let cwd = args.workdir.clone().unwrap_or_else(|| record.process.cwd.clone());
+    let cwd = args
+        .workdir
+        .clone()
+        .unwrap_or_else(|| record.process.cwd.clone());
     options::check_workdir(&cwd)?;
-    let extra: Vec<String> = args.env.iter().filter_map(|e| options::expand_env_entry(e)).collect();
+    let extra: Vec<String> = args
+        .env
+        .iter()
+        .filter_map(|e| options::expand_env_entry(e))
+        .collect();
     let env = options::merge_env(&[record.process.env.clone(), extra])?;
     let images = ImageStore::open(&ctx.root)?;
     let layers = images.layer_dirs(&images.resolve(&record.image_id)?)?;

@@ -51,7 +51,13 @@ fn print_entries(entries: &[Entry], timestamps: bool) -> std::io::Result<()> {
             Stream::Stderr => &mut stderr,
         };
         if timestamps {
-            write!(out, "{} ", entry.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))?;
+            write!(
+                out,
+                "{} ",
+                entry
+                    .time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            )?;
         }
         out.write_all(entry.log.as_bytes())?;
     }

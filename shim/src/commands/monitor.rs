@@ -15,7 +15,10 @@ pub fn monitor(ctx: &Context, args: &MonitorArgs) -> Result<i32, CommandError> {
     let report = args.report_fd.map(|fd| {
         // SAFETY: the starting berth put the report pipe's write end at this fd for us alone.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        let _ = nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
         std::fs::File::from(fd)
     });
     let record = ContainerStore::open(&ctx.root)?.find(&args.id)?;

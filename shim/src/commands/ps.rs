@@ -20,16 +20,34 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32, CommandError> {
             continue;
         }
         if args.quiet {
-            println!("{}", if args.no_trunc { &record.id } else { record.short_id() });
+            println!(
+                "{}",
+                if args.no_trunc {
+                    &record.id
+                } else {
+                    record.short_id()
+                }
+            );
             continue;
         }
         let command = shell_words(&record.process.args);
-        let command = if args.no_trunc { command } else { truncate(&command, 20) };
+        let command = if args.no_trunc {
+            command
+        } else {
+            truncate(&command, 20)
+        };
         rows.push([
-            if args.no_trunc { record.id.clone() } else { record.short_id().to_string() },
+            if args.no_trunc {
+                record.id.clone()
+            } else {
+                record.short_id().to_string()
+            },
             record.image_name.clone(),
             format!("\"{command}\""),
-            format!("{} ago", human_duration(chrono::Utc::now() - record.created)),
+            format!(
+                "{} ago",
+                human_duration(chrono::Utc::now() - record.created)
+            ),
             status_text(&state),
             String::new(),
             record.name.clone(),
@@ -39,7 +57,16 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32, CommandError> {
     if args.quiet {
         return Ok(0);
     }
-    let header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "RUNTIME"];
+    let header = [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+        "RUNTIME",
+    ];
     print_table(&header, &rows);
     Ok(0)
 }

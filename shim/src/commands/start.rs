@@ -28,7 +28,9 @@ pub fn start(ctx: &Context, args: &StartArgs) -> Result<i32, CommandError> {
     let store = ContainerStore::open(&ctx.root)?;
     if args.attach {
         let [name] = args.containers.as_slice() else {
-            return Err(CommandError::Refused("start --attach takes exactly one container".into()));
+            return Err(CommandError::Refused(
+                "start --attach takes exactly one container".into(),
+            ));
         };
         let record = store.find(name)?;
         let wiring = Wiring {
@@ -98,6 +100,9 @@ fn read_report(read_end: OwnedFd) -> Result<StartReport, CommandError> {
     let mut text = String::new();
     std::fs::File::from(read_end).read_to_string(&mut text)?;
     serde_json::from_str(&text).map_err(|_| {
-        CommandError::Refused("berth's container monitor exited before reporting whether the container started".into())
+        CommandError::Refused(
+            "berth's container monitor exited before reporting whether the container started"
+                .into(),
+        )
     })
 }

@@ -75,7 +75,10 @@ pub(super) fn stop_one(
     grace: Duration,
 ) -> Result<(), CommandError> {
     let state = store.state(&record.id)?;
-    let Some(pid) = state.pid.filter(|_| state.status == Status::Running && state.process_alive()) else {
+    let Some(pid) = state
+        .pid
+        .filter(|_| state.status == Status::Running && state.process_alive())
+    else {
         return Ok(());
     };
     let pid = Pid::from_raw(pid);
@@ -118,10 +121,13 @@ pub(super) fn parse_signal(text: &str) -> Result<Signal, CommandError> {
         return Signal::try_from(number).map_err(|_| bad());
     }
     let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<Signal>().map_err(|_| bad())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,26 @@ const ADJECTIVES: &[&str] = &[
 ];
 
 const SCIENTISTS: &[&str] = &[
-    "lovelace", "turing", "hopper", "curie", "noether", "ritchie", "thompson", "torvalds",
-    "shannon", "dijkstra", "knuth", "liskov", "hamilton", "babbage", "bell", "franklin", "galois",
-    "kepler", "meitner", "ramanujan",
+    "lovelace",
+    "turing",
+    "hopper",
+    "curie",
+    "noether",
+    "ritchie",
+    "thompson",
+    "torvalds",
+    "shannon",
+    "dijkstra",
+    "knuth",
+    "liskov",
+    "hamilton",
+    "babbage",
+    "bell",
+    "franklin",
+    "galois",
+    "kepler",
+    "meitner",
+    "ramanujan",
 ];
 
 /// A readable name picked from the random bytes of a fresh container id.

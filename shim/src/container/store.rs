@@ -229,7 +229,10 @@ mod tests {
             vec!["web".to_string()]
         );
         store.remove(&r.id).unwrap();
-        assert!(matches!(store.find("web"), Err(ContainerError::NotFound(_))));
+        assert!(matches!(
+            store.find("web"),
+            Err(ContainerError::NotFound(_))
+        ));
         assert!(!store.dir(&r.id).exists());
     }
 

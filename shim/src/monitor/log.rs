@@ -114,7 +114,10 @@ mod tests {
         w.write(Stream::Stdout, b"lo\nwor").unwrap();
         let (entries, offset) = read_from(&path, 0).unwrap();
         let got: Vec<_> = entries.iter().map(|e| (e.stream, e.log.as_str())).collect();
-        assert_eq!(got, [(Stream::Stderr, "oops\n"), (Stream::Stdout, "hello\n")]);
+        assert_eq!(
+            got,
+            [(Stream::Stderr, "oops\n"), (Stream::Stdout, "hello\n")]
+        );
         w.flush().unwrap();
         let (more, _) = read_from(&path, offset).unwrap();
         assert_eq!(more.len(), 1);

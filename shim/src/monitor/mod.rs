@@ -97,10 +97,11 @@ fn launch(
     let images = ImageStore::open(&ctx.root)?;
     let image = images.resolve(&record.image_id)?;
     let layers = images.layer_dirs(&image)?;
-    let runtime = runtime::for_name(&record.host.runtime).map_err(|source| MonitorError::Start {
-        name: record.name.clone(),
-        source,
-    })?;
+    let runtime =
+        runtime::for_name(&record.host.runtime).map_err(|source| MonitorError::Start {
+            name: record.name.clone(),
+            source,
+        })?;
     let (io, stdio) = session::wire(wiring)?;
     let launched = runtime.start(Launch {
         record: &record,
@@ -144,10 +145,11 @@ fn finish(
     record: &crate::container::ContainerRecord,
     code: Option<i32>,
 ) -> Result<(), MonitorError> {
-    let runtime = runtime::for_name(&record.host.runtime).map_err(|source| MonitorError::Release {
-        name: record.name.clone(),
-        source,
-    })?;
+    let runtime =
+        runtime::for_name(&record.host.runtime).map_err(|source| MonitorError::Release {
+            name: record.name.clone(),
+            source,
+        })?;
     let oom_killed = runtime.oom_killed(record);
     let released = runtime.release(record);
     {

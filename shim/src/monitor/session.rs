@@ -125,9 +125,7 @@ pub fn exit_code(status: WaitStatus) -> i32 {
 /// Signals sent to berth are forwarded to `pid`; with a tty attached, resizes follow the terminal.
 pub fn supervise(pid: Pid, io: SessionIo, mut log: Option<LogWriter>) -> io::Result<i32> {
     let signals = handled_signals();
-    signals
-        .thread_block()
-        .map_err(io::Error::from)?;
+    signals.thread_block().map_err(io::Error::from)?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(io::Error::from)?;
     let stdin = io::stdin();
@@ -151,7 +149,8 @@ pub fn supervise(pid: Pid, io: SessionIo, mut log: Option<LogWriter>) -> io::Res
     let mut exited_at = status.map(|_| Instant::now());
     loop {
         let draining = exited_at.is_some();
-        if draining && (!pump.has_outputs() || exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE)) {
+        if draining && (!pump.has_outputs() || exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE))
+        {
             break;
         }
         let timeout = if draining { 100u16 } else { 1000 };
@@ -297,7 +296,10 @@ impl Pump {
         }
         if self.io.wiring.attached {
             let result = match stream {
-                Stream::Stdout => io::stdout().lock().write_all(data).and_then(|()| io::stdout().flush()),
+                Stream::Stdout => io::stdout()
+                    .lock()
+                    .write_all(data)
+                    .and_then(|()| io::stdout().flush()),
                 Stream::Stderr => io::stderr().lock().write_all(data),
             };
             // The reader of berth's output went away: keep the container going, stop echoing.

@@ -56,7 +56,11 @@ impl Runtime for NamespaceRuntime {
             .args(launch.args)
             .env(env)
             .cwd(launch.cwd);
-        if let Some(caps) = base.process().as_ref().and_then(|p| p.capabilities().clone()) {
+        if let Some(caps) = base
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+        {
             process = process.capabilities(caps);
         }
         let setup = ExecSetup {

@@ -39,7 +39,11 @@ pub fn build(record: &ContainerRecord, user: &ResolvedUser) -> Result<Spec, Spec
         .env(env)
         .cwd(record.process.cwd.clone())
         .no_new_privileges(false);
-    if let Some(caps) = spec.process().as_ref().and_then(|p| p.capabilities().clone()) {
+    if let Some(caps) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().clone())
+    {
         process = process.capabilities(caps);
     }
     if let Some(rlimits) = spec.process().as_ref().and_then(|p| p.rlimits().clone()) {
@@ -163,7 +167,11 @@ mod tests {
         let spec = build(&record(), &user).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.args().as_deref(), Some(&["sh".to_string()][..]));
-        assert!(process.env().as_ref().unwrap().contains(&"HOME=/home/user".to_string()));
+        assert!(process
+            .env()
+            .as_ref()
+            .unwrap()
+            .contains(&"HOME=/home/user".to_string()));
         assert_eq!(process.user().uid(), 1000);
         assert_eq!(process.cwd().to_str(), Some("/work"));
         assert_eq!(process.terminal(), Some(true));
@@ -180,7 +188,10 @@ mod tests {
         assert!(bind.options().as_ref().unwrap().contains(&"ro".to_string()));
 
         let linux = spec.linux().as_ref().unwrap();
-        assert_eq!(linux.cgroups_path().as_ref().unwrap().to_str().unwrap(), format!("/berth/{}", "a".repeat(64)));
+        assert_eq!(
+            linux.cgroups_path().as_ref().unwrap().to_str().unwrap(),
+            format!("/berth/{}", "a".repeat(64))
+        );
         let res = linux.resources().as_ref().unwrap();
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(50_000));

@@ -37,7 +37,11 @@ pub fn read_layered_file(layers_top_first: &[PathBuf], relative: &str) -> Option
 }
 
 /// Resolves a user spec given the contents of /etc/passwd and /etc/group (either may be missing).
-pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, UserError> {
+pub fn resolve(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, UserError> {
     let passwd = passwd.unwrap_or_default();
     let group = group.unwrap_or_default();
     let (user_part, group_part) = match spec.split_once(':') {
@@ -46,7 +50,8 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
 
-    let entry = passwd_entries(passwd).find(|e| e.name == user_part || e.uid.to_string() == user_part);
+    let entry =
+        passwd_entries(passwd).find(|e| e.name == user_part || e.uid.to_string() == user_part);
     let (uid, mut gid, name, home) = match (entry, user_part.parse::<u32>()) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name.to_string()), e.home.to_string()),
         (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
@@ -55,7 +60,9 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
     if let Some(g) = group_part {
         gid = match group_entries(group).find(|e| e.name == g) {
             Some(e) => e.gid,
-            None => g.parse().map_err(|_| UserError::NoSuchGroup(g.to_string()))?,
+            None => g
+                .parse()
+                .map_err(|_| UserError::NoSuchGroup(g.to_string()))?,
         };
     }
     let mut additional_gids: Vec<u32> = match (&name, group_part) {
@@ -76,7 +83,10 @@ pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<
 }
 
 /// Reads passwd and group through the layers, then resolves.
-pub fn resolve_in_layers(spec: &str, layers_top_first: &[PathBuf]) -> Result<ResolvedUser, UserError> {
+pub fn resolve_in_layers(
+    spec: &str,
+    layers_top_first: &[PathBuf],
+) -> Result<ResolvedUser, UserError> {
     let passwd = read_layered_file(layers_top_first, "etc/passwd");
     let group = read_layered_file(layers_top_first, "etc/group");
     resolve(spec, passwd.as_deref(), group.as_deref())
@@ -140,7 +150,10 @@ mod tests {
         let n = resolve("1000", Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!(n.uid, 1000);
         let unknown = resolve("4242", Some(PASSWD), Some(GROUP)).unwrap();
-        assert_eq!((unknown.uid, unknown.gid, unknown.home.as_str()), (4242, 0, "/"));
+        assert_eq!(
+            (unknown.uid, unknown.gid, unknown.home.as_str()),
+            (4242, 0, "/")
+        );
         let root = resolve("", None, None).unwrap();
         assert_eq!((root.uid, root.gid), (0, 0));
     }
@@ -156,7 +169,10 @@ mod tests {
 
     #[test]
     fn unknown_names_are_errors() {
-        assert_eq!(resolve("ghost", Some(PASSWD), None), Err(UserError::NoSuchUser("ghost".into())));
+        assert_eq!(
+            resolve("ghost", Some(PASSWD), None),
+            Err(UserError::NoSuchUser("ghost".into()))
+        );
         assert_eq!(
             resolve("user:ghosts", Some(PASSWD), Some(GROUP)),
             Err(UserError::NoSuchGroup("ghosts".into()))
@@ -170,9 +186,15 @@ mod tests {
         std::fs::create_dir_all(bottom.path().join("etc")).unwrap();
         std::fs::write(bottom.path().join("etc/passwd"), "old").unwrap();
         let layers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
-        assert_eq!(read_layered_file(&layers, "etc/passwd").as_deref(), Some("old"));
+        assert_eq!(
+            read_layered_file(&layers, "etc/passwd").as_deref(),
+            Some("old")
+        );
         std::fs::create_dir_all(top.path().join("etc")).unwrap();
         std::fs::write(top.path().join("etc/passwd"), "new").unwrap();
-        assert_eq!(read_layered_file(&layers, "etc/passwd").as_deref(), Some("new"));
+        assert_eq!(
+            read_layered_file(&layers, "etc/passwd").as_deref(),
+            Some("new")
+        );
     }
 }
