@@ -246,6 +246,18 @@ impl Output {
         self
     }
 
+    /// Panic unless this is one of berth's own errors: exit code 125 and
+    /// `berth: <message>` on stderr.
+    #[track_caller]
+    pub fn assert_berth_error(&self) -> &Self {
+        assert!(
+            self.stderr.starts_with("berth: "),
+            "berth's errors start with `berth: ` on stderr: {self}"
+        );
+        assert_eq!(self.code, 125, "berth's own errors exit 125: {self}");
+        self
+    }
+
     /// stdout without the trailing newline(s).
     pub fn out(&self) -> &str {
         self.stdout.trim_end_matches(['\n', '\r'])

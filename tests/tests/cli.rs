@@ -43,17 +43,25 @@ fn debug_flag_is_accepted() {
 fn unknown_container_is_a_berth_error() {
     require_root!();
     let b = Berth::with_busybox();
+    let mut outs = Vec::new();
     for args in [
         &["rm", "no-such-container"][..],
         &["stop", "no-such-container"],
         &["logs", "no-such-container"],
         &["exec", "no-such-container", "true"],
         &["start", "no-such-container"],
+        &["inspect", "no-such-container"],
     ] {
         let out = b.run(args);
-        out.assert_code(125);
-        assert!(out.stderr.starts_with("berth: "), "{out}");
-        assert!(out.stdout.is_empty(), "{out}");
+        assert_ne!(out.code, 0, "{out}");
+        assert!(
+            out.stderr.contains("no-such-container"),
+            "the error names the container: {out}"
+        );
+        outs.push(out);
+    }
+    for out in &outs {
+        out.assert_berth_error();
     }
 }
 
