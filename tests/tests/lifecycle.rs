@@ -186,7 +186,7 @@ fn logs_tail_and_follow() {
 fn start_runs_an_exited_container_again() {
     require_root!();
     let b = Berth::with_busybox();
-    b.ok(&[
+    b.run(&[
         "run",
         "--name",
         "again",
@@ -195,7 +195,7 @@ fn start_runs_an_exited_container_again() {
         "-c",
         "echo hi; exit 3",
     ])
-    .assert_code(0);
+    .assert_code(3);
     let first = b.inspect("again");
     assert_eq!(first["State"]["ExitCode"], 3);
     let out = b.ok(&["start", "again"]);
