@@ -8,7 +8,18 @@ use berth::context::Context;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // Help and --version are not failures; bad usage exits 125 like Docker's CLI.
+            return if error.use_stderr() {
+                ExitCode::from(125)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let filter = if cli.debug { "debug" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -54,7 +54,7 @@ impl ContainerStore {
 
     /// Writes a new container's folder, refusing a name another container has.
     pub fn create(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
-        let _all = ContainerLock::acquire(&self.dir.join(".lock"))?;
+        let _all = ContainerLock::acquire(&self.dir.with_extension("lock"))?;
         for other in self.list()? {
             if other.name == record.name {
                 return Err(ContainerError::NameInUse {

@@ -40,6 +40,8 @@ pub struct SessionIo {
     stderr: Option<OwnedFd>,
     /// The pty master, for window sizes.
     pty: Option<OwnedFd>,
+    /// Where the pty master arrives from a process that has a terminal.
+    console_socket: Option<OwnedFd>,
     /// A detached `-i` container's stdin: held open so reads block instead of seeing EOF.
     _held_open: Option<OwnedFd>,
 }
@@ -47,24 +49,24 @@ pub struct SessionIo {
 /// Creates the pipes or pty for a process; returns berth's ends and the process's.
 pub fn wire(wiring: Wiring) -> io::Result<(SessionIo, berth_agent::Stdio)> {
     if wiring.tty {
-        let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
-        if wiring.attached {
-            terminal::copy_window_size(io::stdin(), &pty.master);
-        }
-        let input = if wiring.interactive && wiring.attached {
-            Some(pty.master.try_clone()?)
-        } else {
-            None
-        };
+        // The process opens its pty inside the container and sends us the master.
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         let io = SessionIo {
             wiring,
-            input,
-            stdout: Some(pty.master.try_clone()?),
+            input: None,
+            stdout: None,
             stderr: None,
-            pty: Some(pty.master),
+            pty: None,
+            console_socket: Some(ours),
             _held_open: None,
         };
-        return Ok((io, berth_agent::Stdio::Terminal { slave: pty.slave }));
+        return Ok((io, berth_agent::Stdio::ConsoleSocket { socket: theirs }));
     }
     let (stdout_r, stdout_w) = pipe_cloexec()?;
     let (stderr_r, stderr_w) = pipe_cloexec()?;
@@ -84,6 +86,7 @@ pub fn wire(wiring: Wiring) -> io::Result<(SessionIo, berth_agent::Stdio)> {
         stdout: Some(stdout_r),
         stderr: Some(stderr_r),
         pty: None,
+        console_socket: None,
         _held_open: held,
     };
     let stdio = berth_agent::Stdio::Fds {
@@ -92,6 +95,26 @@ pub fn wire(wiring: Wiring) -> io::Result<(SessionIo, berth_agent::Stdio)> {
         stderr: stderr_w,
     };
     Ok((io, stdio))
+}
+
+impl SessionIo {
+    /// Once the process runs: for a terminal, takes the pty master it sent and wires it up.
+    pub fn connect(&mut self) -> io::Result<()> {
+        let Some(socket) = self.console_socket.take() else {
+            return Ok(());
+        };
+        let master =
+            berth_agent::stdio::receive_console(socket.as_fd()).map_err(io::Error::other)?;
+        if self.wiring.attached {
+            terminal::copy_window_size(io::stdin(), &master);
+        }
+        if self.wiring.interactive && self.wiring.attached {
+            self.input = Some(master.try_clone()?);
+        }
+        self.stdout = Some(master.try_clone()?);
+        self.pty = Some(master);
+        Ok(())
+    }
 }
 
 /// Signals berth handles while supervising (blocked, read through a signalfd).
@@ -123,7 +146,8 @@ pub fn exit_code(status: WaitStatus) -> i32 {
 
 /// Pumps the streams until `pid` (a child of this process) exits; returns its exit code.
 /// Signals sent to berth are forwarded to `pid`; with a tty attached, resizes follow the terminal.
-pub fn supervise(pid: Pid, io: SessionIo, mut log: Option<LogWriter>) -> io::Result<i32> {
+pub fn supervise(pid: Pid, mut io: SessionIo, mut log: Option<LogWriter>) -> io::Result<i32> {
+    io.connect()?;
     let signals = handled_signals();
     signals.thread_block().map_err(io::Error::from)?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
