@@ -103,6 +103,7 @@ pub(crate) fn fork_supervised(close_in_supervisor: &[RawFd]) -> Result<(), Child
             // SAFETY: the supervisor only waits and forwards signals from here on and
             // uses no descriptor; `supervise` never returns, so no owner is dropped.
             unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+            init::rename();
             init::supervise(child, &old_mask)
         }
         Err(e) => {

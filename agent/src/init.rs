@@ -118,6 +118,48 @@ pub(crate) fn supervise(child: Pid, old_mask: &SigSet) -> ! {
     }
 }
 
+/// What `ps` shows for the supervisor inside the container.
+const INIT_NAME: &[u8] = b"berth-init";
+
+/// Renames the supervisor so the container does not see the command line of the host process
+/// it was forked from (which names host paths), the way setproctitle() does: the kernel shows
+/// /proc/PID/cmdline from the original argument area, which is rewritten in place.
+pub(crate) fn rename() {
+    let _ = nix::sys::prctl::set_name(c"berth-init");
+    let Some((start, end)) = argument_area() else {
+        return;
+    };
+    let len = end.saturating_sub(start);
+    if len <= INIT_NAME.len() {
+        return;
+    }
+    let area = start as *mut u8;
+    // SAFETY: [start, end) is this process's own argument area on its stack (from
+    // /proc/self/stat), mapped writable for the life of the process; `len` keeps every write
+    // inside it. Nothing in this process holds a Rust reference into it: the standard library
+    // reads argv lazily through raw pointers, and the supervisor never reads its arguments.
+    unsafe {
+        std::ptr::copy_nonoverlapping(INIT_NAME.as_ptr(), area, INIT_NAME.len());
+        std::ptr::write_bytes(area.add(INIT_NAME.len()), 0, len - INIT_NAME.len());
+    }
+}
+
+/// Fields 48 and 49 of /proc/self/stat: where the argument strings start and end.
+fn argument_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_argument_area(&stat)
+}
+
+fn parse_argument_area(stat: &str) -> Option<(usize, usize)> {
+    // Field 2 (comm) may contain spaces: count from the last ')', which ends field 2.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `fields[0]` is field 3, so field N is fields[N - 3].
+    let start = fields.get(45)?.parse().ok()?;
+    let end = fields.get(46)?.parse().ok()?;
+    (start < end).then_some((start, end))
+}
+
 /// Leave the process at once, without running at-exit handlers of the copied
 /// parent state.
 pub(crate) fn exit(code: i32) -> ! {
@@ -128,6 +170,19 @@ pub(crate) fn exit(code: i32) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argument_area_is_fields_48_and_49() {
+        let mut fields: Vec<String> = (3..=52).map(|n| n.to_string()).collect();
+        fields[45] = "1000".into();
+        fields[46] = "1050".into();
+        let stat = format!("7 (a) b) {}", fields.join(" "));
+        assert_eq!(parse_argument_area(&stat), Some((1000, 1050)));
+        assert!(
+            argument_area().is_some(),
+            "this process has an argument area"
+        );
+    }
 
     #[test]
     fn exit_codes() {
