@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use berth::cli::Cli;
+use berth::cli::{Cli, Command};
 use berth::commands;
 use berth::context::Context;
 use clap::Parser;
@@ -32,11 +32,12 @@ fn main() -> ExitCode {
         root: cli.root,
         debug: cli.debug,
     };
+    let creates_containers = matches!(cli.command, Command::Run(_) | Command::Create(_));
     let code = match commands::dispatch(&ctx, cli.command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("berth: {}", berth::error_chain(&error));
-            error.exit_code()
+            error.exit_code(creates_containers)
         }
     };
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255))

@@ -1,10 +1,14 @@
 //! Image references with Docker's normalisation rules.
 //!
 //! `busybox` means `docker.io/library/busybox:latest`; the first path component is a
-//! registry host only when it contains a `.` or a `:` or is `localhost`. Parsing is
-//! delegated to [`oci_spec::distribution::Reference`], which implements the
-//! distribution project's grammar; this module adds clearer errors and Docker's
-//! "familiar" short form used for display.
+//! registry host only when it contains a `.` or a `:` or is `localhost`. The grammar is
+//! the distribution project's (`reference/regexp.go`); this module gives clear errors and
+//! Docker's "familiar" short form used for display.
+//!
+//! The grammar is checked here by hand rather than through
+//! `oci_spec::distribution::Reference`: that type compiles a large regular expression on
+//! first use, which costs about 85 ms in every `berth` process — more than a whole
+//! `berth run` should take.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,12 +34,12 @@ pub enum ReferenceError {
     InvalidTag(String),
     #[error("invalid reference format: \"{0}\" has an invalid digest (expected sha256:<64 lowercase hex>)")]
     InvalidDigest(String),
-    #[error("invalid reference format: \"{reference}\"")]
-    Invalid {
-        reference: String,
-        #[source]
-        source: oci_spec::distribution::ParseError,
-    },
+    #[error("invalid reference format: \"{0}\" is not [registry/]name[:tag][@digest] with lowercase name components")]
+    Invalid(String),
+    #[error(
+        "invalid reference format: the repository name in \"{0}\" is longer than 255 characters"
+    )]
+    TooLong(String),
 }
 
 /// A fully normalised image reference.
@@ -85,17 +89,33 @@ impl Reference {
         if path.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(ReferenceError::Uppercase(s.to_string()));
         }
-        let parsed = oci_spec::distribution::Reference::from_str(s).map_err(|source| {
-            ReferenceError::Invalid {
-                reference: s.to_string(),
-                source,
-            }
-        })?;
+        let (registry, repository) = split_domain(name);
+        let valid_domain = registry
+            .split_once(':')
+            .map_or(registry.as_str(), |(host, port)| {
+                if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                    ""
+                } else {
+                    host
+                }
+            });
+        if !valid_domain.split('.').all(is_domain_component)
+            || !repository.split('/').all(is_path_component)
+        {
+            return Err(ReferenceError::Invalid(s.to_string()));
+        }
+        if repository.len() > MAX_NAME_LENGTH {
+            return Err(ReferenceError::TooLong(s.to_string()));
+        }
+        let tag = match (tag, digest) {
+            (None, None) => Some(DEFAULT_TAG.to_string()),
+            (t, _) => t.map(str::to_string),
+        };
         Ok(Reference {
-            registry: parsed.registry().to_string(),
-            repository: parsed.repository().to_string(),
-            tag: parsed.tag().map(str::to_string),
-            digest: parsed.digest().map(str::to_string),
+            registry,
+            repository,
+            tag,
+            digest: digest.map(str::to_string),
         })
     }
 
@@ -245,6 +265,75 @@ pub fn is_valid_digest(d: &str) -> bool {
             && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// Docker's limit on a repository name.
+const MAX_NAME_LENGTH: usize = 255;
+
+/// Splits `name` into registry and repository like Docker's `splitDockerDomain`.
+fn split_domain(name: &str) -> (String, String) {
+    let (registry, repository) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.to_lowercase() != first =>
+        {
+            (first.to_string(), rest.to_string())
+        }
+        _ => (DOCKER_HUB.to_string(), name.to_string()),
+    };
+    let registry = if registry == "index.docker.io" {
+        DOCKER_HUB.to_string()
+    } else {
+        registry
+    };
+    let repository = if registry == DOCKER_HUB && !repository.contains('/') {
+        format!("{OFFICIAL_PREFIX}{repository}")
+    } else {
+        repository
+    };
+    (registry, repository)
+}
+
+/// `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
+fn is_domain_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) => {
+            f.is_ascii_alphanumeric()
+                && l.is_ascii_alphanumeric()
+                && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// `[a-z0-9]+` runs joined by one of `.`, `_`, `__` or any number of `-`.
+fn is_path_component(c: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let mut runs = 0;
+    let mut rest = c.as_bytes();
+    loop {
+        let run = rest.iter().take_while(|b| alnum(**b)).count();
+        if run == 0 {
+            return false;
+        }
+        runs += 1;
+        rest = &rest[run..];
+        if rest.is_empty() {
+            return runs > 0;
+        }
+        let separator = match rest {
+            [b'_', b'_', ..] => 2,
+            [b'.' | b'_', ..] => 1,
+            _ => rest.iter().take_while(|b| **b == b'-').count(),
+        };
+        if separator == 0 {
+            return false;
+        }
+        rest = &rest[separator..];
+    }
 }
 
 fn is_valid_tag(t: &str) -> bool {

@@ -246,15 +246,17 @@ impl Output {
         self
     }
 
-    /// Panic unless this is one of berth's own errors: exit code 125 and
-    /// `berth: <message>` on stderr.
-    #[track_caller]
+    /// Panic unless this is one of berth's own errors from a command other than
+    /// `run`/`create`: `berth: <message>` on stderr and exit code 1, as Docker's CLI does.
     pub fn assert_berth_error(&self) -> &Self {
         assert!(
             self.stderr.starts_with("berth: "),
             "berth's errors start with `berth: ` on stderr: {self}"
         );
-        assert_eq!(self.code, 125, "berth's own errors exit 125: {self}");
+        assert_eq!(
+            self.code, 1,
+            "failed commands other than run exit 1: {self}"
+        );
         self
     }
 

@@ -235,7 +235,7 @@ fn pull_by_tag_and_digest_then_run() {
         "--insecure",
         &format!("{}/test/busybox:nope", registry.addr),
     ]);
-    out.assert_code(125);
+    out.assert_code(1);
     assert!(out.stderr.starts_with("berth: "), "{out}");
 }
 

@@ -53,13 +53,20 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// The exit status for this failure: 125 for berth's own errors, as in Docker.
-    pub fn exit_code(&self) -> i32 {
-        match self {
+    /// The exit status for this failure, as Docker's CLI gives it: a command that could not
+    /// be executed in the container exits 127 (not found) or 126 (not executable); `run` and
+    /// `create` exit 125 for every other failure; all other commands exit 1.
+    pub fn exit_code(&self, creates_containers: bool) -> i32 {
+        let specific = match self {
             CommandError::Monitor(e) => e.exit_code(),
             CommandError::Runtime(e) => e.exit_code(),
             CommandError::StartFailed { exit_code, .. } => *exit_code,
             _ => 125,
+        };
+        match specific {
+            126 | 127 => specific,
+            _ if creates_containers => 125,
+            _ => 1,
         }
     }
 }
