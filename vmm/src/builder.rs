@@ -16,6 +16,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::devices::legacy::{i8042, serial, SerialDevice, SerialOutput, I8042};
 use crate::devices::virtio::block::{Block, BlockError, BlockMetrics};
 use crate::devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW_SIZE};
+use crate::devices::virtio::vsock::{Vsock, VsockError, VsockMetrics};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::{Bus, BusError};
 use crate::loader::{self, BootInfo, LoaderError, MmioDeviceInfo};
 use crate::memory::{self, GuestMemory, MemoryError, MMIO_MEM_START};
@@ -55,6 +57,9 @@ pub enum BuildError {
     /// A drive could not be opened.
     #[error("could not set up a drive")]
     Block(#[source] BlockError),
+    /// The vsock device could not be set up.
+    #[error("could not set up the vsock device")]
+    Vsock(#[source] VsockError),
     /// A virtio-mmio transport could not be created.
     #[error("could not create a virtio-mmio transport")]
     Mmio(#[source] mmio::MmioError),
@@ -93,6 +98,19 @@ pub struct AttachedBlock {
     pub metrics: Arc<BlockMetrics>,
 }
 
+/// The virtio-vsock device as attached to the VM.
+#[derive(Debug, Clone)]
+pub struct AttachedVsock {
+    /// MMIO base of its window.
+    pub mmio_base: u64,
+    /// Its GSI.
+    pub gsi: u32,
+    /// The transport (registers, interrupt status).
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// The device's counters.
+    pub metrics: Arc<VsockMetrics>,
+}
+
 /// Why a VM run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmmExit {
@@ -115,6 +133,7 @@ pub struct Vmm {
     vcpu_handles: Vec<VcpuHandle>,
     vcpus: Vec<Vcpu>,
     blocks: Vec<AttachedBlock>,
+    vsock: Option<AttachedVsock>,
     serial: Arc<Mutex<SerialDevice>>,
     pio_bus: Arc<Bus>,
     mmio_bus: Arc<Bus>,
@@ -132,6 +151,7 @@ impl std::fmt::Debug for Vmm {
             .field("vcpus", &self.vcpus.len())
             .field("running", &self.vcpu_handles.len())
             .field("blocks", &self.blocks)
+            .field("vsock", &self.vsock)
             .field("pio_bus", &self.pio_bus)
             .field("mmio_bus", &self.mmio_bus)
             .finish_non_exhaustive()
@@ -178,29 +198,53 @@ fn attach_legacy(
     Ok(serial)
 }
 
-fn attach_blocks(
-    cfg: &VmConfig,
-    vm: &VmFd,
-    mem: &GuestMemory,
-    mmio_bus: &mut Bus,
-) -> Result<Vec<AttachedBlock>, BuildError> {
-    let mut out = Vec::new();
-    for (i, drive) in cfg.drives.iter().enumerate() {
-        let gsi = VIRTIO_IRQ_BASE + i as u32;
-        if gsi > MAX_IRQ {
-            return Err(BuildError::OutOfIrqs);
-        }
-        let mmio_base = MMIO_MEM_START + i as u64 * MMIO_WINDOW_SIZE;
-        let block = Block::new(drive).map_err(BuildError::Block)?;
-        let metrics = block.metrics();
+/// Places virtio-mmio devices: windows from [`MMIO_MEM_START`], 4 KiB apart, GSIs from
+/// [`VIRTIO_IRQ_BASE`], in attachment order.
+struct MmioPlacer<'a> {
+    vm: &'a VmFd,
+    mem: &'a GuestMemory,
+    bus: &'a mut Bus,
+    next: u64,
+    placed: Vec<MmioDeviceInfo>,
+}
+
+impl MmioPlacer<'_> {
+    fn attach(
+        &mut self,
+        device: Box<dyn VirtioDevice>,
+    ) -> Result<(u64, u32, Arc<Mutex<MmioTransport>>), BuildError> {
+        let gsi = u32::try_from(self.next)
+            .ok()
+            .and_then(|i| VIRTIO_IRQ_BASE.checked_add(i))
+            .filter(|&g| g <= MAX_IRQ)
+            .ok_or(BuildError::OutOfIrqs)?;
+        let mmio_base = MMIO_MEM_START + self.next * MMIO_WINDOW_SIZE;
         let transport = Arc::new(Mutex::new(
-            MmioTransport::new(mem.clone(), Box::new(block), eventfd()?)
-                .map_err(BuildError::Mmio)?,
+            MmioTransport::new(self.mem.clone(), device, eventfd()?).map_err(BuildError::Mmio)?,
         ));
-        mmio::kvm::register(vm, &transport, mmio_base, gsi).map_err(BuildError::MmioWiring)?;
-        mmio_bus
+        mmio::kvm::register(self.vm, &transport, mmio_base, gsi).map_err(BuildError::MmioWiring)?;
+        self.bus
             .insert(transport.clone(), mmio_base, MMIO_WINDOW_SIZE)
             .map_err(BuildError::Bus)?;
+        self.next += 1;
+        self.placed.push(MmioDeviceInfo {
+            base: mmio_base,
+            size: MMIO_WINDOW_SIZE,
+            irq: gsi,
+        });
+        Ok((mmio_base, gsi, transport))
+    }
+}
+
+fn attach_blocks(
+    cfg: &VmConfig,
+    placer: &mut MmioPlacer,
+) -> Result<Vec<AttachedBlock>, BuildError> {
+    let mut out = Vec::new();
+    for drive in &cfg.drives {
+        let block = Block::new(drive).map_err(BuildError::Block)?;
+        let metrics = block.metrics();
+        let (mmio_base, gsi, transport) = placer.attach(Box::new(block))?;
         out.push(AttachedBlock {
             drive_id: drive.drive_id.clone(),
             mmio_base,
@@ -210,6 +254,24 @@ fn attach_blocks(
         });
     }
     Ok(out)
+}
+
+fn attach_vsock(
+    cfg: &VmConfig,
+    placer: &mut MmioPlacer,
+) -> Result<Option<AttachedVsock>, BuildError> {
+    let Some(vcfg) = &cfg.vsock else {
+        return Ok(None);
+    };
+    let vsock = Vsock::new(vcfg.guest_cid, &vcfg.uds_path).map_err(BuildError::Vsock)?;
+    let metrics = vsock.metrics();
+    let (mmio_base, gsi, transport) = placer.attach(Box::new(vsock))?;
+    Ok(Some(AttachedVsock {
+        mmio_base,
+        gsi,
+        transport,
+        metrics,
+    }))
 }
 
 /// Builds a VM from `cfg` with the given serial output (overriding `cfg.serial` when `Some`).
@@ -233,18 +295,19 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
     };
     let serial = attach_legacy(vm.fd(), &mut pio_bus, out, &reset_evt)?;
     let mut mmio_bus = Bus::new();
-    let blocks = attach_blocks(cfg, vm.fd(), &mem, &mut mmio_bus)?;
+    let mut placer = MmioPlacer {
+        vm: vm.fd(),
+        mem: &mem,
+        bus: &mut mmio_bus,
+        next: 0,
+        placed: Vec::new(),
+    };
+    let blocks = attach_blocks(cfg, &mut placer)?;
+    let vsock = attach_vsock(cfg, &mut placer)?;
+    let devices = placer.placed;
 
     let boot = match &cfg.boot_source {
         Some(boot_cfg) => {
-            let devices: Vec<_> = blocks
-                .iter()
-                .map(|b| MmioDeviceInfo {
-                    base: b.mmio_base,
-                    size: MMIO_WINDOW_SIZE,
-                    irq: b.gsi,
-                })
-                .collect();
             Some(loader::load_linux(&mem, boot_cfg, &devices).map_err(BuildError::Loader)?)
         }
         None => None,
@@ -266,6 +329,7 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
         vcpu_handles: Vec::new(),
         vcpus,
         blocks,
+        vsock,
         serial,
         pio_bus,
         mmio_bus,
@@ -297,6 +361,11 @@ impl Vmm {
     /// Attached virtio-blk devices, in configuration order.
     pub fn blocks(&self) -> &[AttachedBlock] {
         &self.blocks
+    }
+
+    /// The virtio-vsock device, if configured.
+    pub fn vsock(&self) -> Option<&AttachedVsock> {
+        self.vsock.as_ref()
     }
 
     /// COM1.

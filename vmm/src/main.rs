@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_vmm::vmm_config::{BootSourceConfig, DriveConfig, SerialConfig, VmConfig};
+use berth_vmm::vmm_config::{BootSourceConfig, DriveConfig, SerialConfig, VmConfig, VsockConfig};
 use berth_vmm::{build_vm, VmmExit};
 use clap::Parser;
 
@@ -36,6 +36,10 @@ struct Cli {
     /// Serial output: stdout, off, or file:PATH.
     #[arg(long)]
     serial: Option<String>,
+    /// A virtio-vsock device: CID,UDS_PATH (host clients connect to UDS_PATH and write
+    /// `CONNECT <port>\n`; guest connections to host port P go to UDS_PATH_P).
+    #[arg(long)]
+    vsock: Option<String>,
     /// Print the resolved configuration as JSON and exit.
     #[arg(long)]
     print_config: bool,
@@ -90,6 +94,17 @@ fn resolve(cli: &Cli) -> anyhow::Result<VmConfig> {
                 None => anyhow::bail!("--serial must be stdout, off or file:PATH, not {other:?}"),
             },
         };
+    }
+    if let Some(spec) = &cli.vsock {
+        let (cid, path) = spec
+            .split_once(',')
+            .context("--vsock must be CID,UDS_PATH")?;
+        cfg.vsock = Some(VsockConfig {
+            guest_cid: cid
+                .parse()
+                .with_context(|| format!("--vsock CID {cid:?} is not a number"))?,
+            uds_path: path.into(),
+        });
     }
     Ok(cfg)
 }

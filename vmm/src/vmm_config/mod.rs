@@ -5,6 +5,7 @@ mod boot_source;
 mod drive;
 mod machine;
 mod serial;
+mod vsock;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use boot_source::{BootSourceConfig, DEFAULT_KERNEL_CMDLINE};
 pub use drive::DriveConfig;
 pub use machine::{MachineConfig, MAX_VCPUS};
 pub use serial::SerialConfig;
+pub use vsock::{VsockConfig, MIN_GUEST_CID};
 
 /// Errors found while loading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,12 @@ pub enum ConfigError {
     /// Two drives share an id.
     #[error("drive id {0} is used twice")]
     DuplicateDrive(String),
+    /// The vsock guest CID is reserved or too large.
+    #[error("vsock guest_cid {0} is out of range {MIN_GUEST_CID}..{max}", max = u32::MAX)]
+    VsockCid(u64),
+    /// The vsock Unix socket path cannot be listened on.
+    #[error("vsock uds_path cannot be used")]
+    VsockPath(#[source] crate::devices::virtio::vsock::muxer::MuxerError),
     /// The kernel command line is not acceptable.
     #[error("kernel command line is invalid: {0}")]
     Cmdline(String),
@@ -81,6 +89,9 @@ pub struct VmConfig {
     /// Where the guest's COM1 output goes.
     #[serde(default)]
     pub serial: SerialConfig,
+    /// A virtio-vsock device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -108,6 +119,9 @@ impl VmConfig {
                 return Err(ConfigError::DuplicateDrive(drive.drive_id.clone()));
             }
             drive.validate()?;
+        }
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
         }
         Ok(())
     }
