@@ -34,6 +34,8 @@ pub(crate) enum ChildError {
     Init(#[from] InitError),
     #[error("failed to set the hostname")]
     Hostname(#[source] SyscallError),
+    #[error("failed to bring up the loopback interface")]
+    Loopback(#[source] SyscallError),
     #[error("failed to fork the user process")]
     Fork(#[source] Errno),
     #[error("failed to join the container's cgroup")]

@@ -253,6 +253,9 @@ fn container_main(
     if let (true, Some(hostname)) = (plan.own_uts, setup.spec.hostname()) {
         sys.sethostname(hostname).map_err(ChildError::Hostname)?;
     }
+    if plan.own_net {
+        sys.loopback_up().map_err(ChildError::Loopback)?;
+    }
     if setup.init {
         let mut fds = setup.stdio.raw_fds();
         fds.push(report.as_raw_fd());

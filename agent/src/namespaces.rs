@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     pub own_uts: bool,
     /// The container has a mount namespace of its own or joined.
     pub has_mount: bool,
+    /// The container has a new network namespace (whose loopback starts down).
+    pub own_net: bool,
 }
 
 fn flag(typ: LinuxNamespaceType) -> Result<CloneFlags, NamespaceError> {
@@ -75,6 +77,7 @@ pub(crate) fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError
         new_cgroup: false,
         own_uts: false,
         has_mount: false,
+        own_net: false,
     };
     for ns in namespaces {
         let flag = flag(ns.typ())?;
@@ -89,6 +92,9 @@ pub(crate) fn plan(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError
         }
         if flag == CloneFlags::CLONE_NEWNS {
             plan.has_mount = true;
+        }
+        if flag == CloneFlags::CLONE_NEWNET && ns.path().is_none() {
+            plan.own_net = true;
         }
     }
     // Join the mount namespace last: paths after it would resolve inside it.
@@ -159,7 +165,18 @@ mod tests {
             ]
         );
         assert!(plan.new_cgroup && plan.own_uts && plan.has_mount);
+        assert!(
+            !plan.own_net,
+            "a joined network namespace is not ours to configure"
+        );
         assert_eq!(plan.join_pid, None);
+    }
+
+    #[test]
+    fn a_new_network_namespace_is_ours() {
+        let plan = plan(&[ns(LinuxNamespaceType::Network, None)]).expect("plan");
+        assert!(plan.own_net);
+        assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWNET);
     }
 
     #[test]

@@ -306,3 +306,18 @@ fn name_must_be_unique() {
         "the second run must not create a container"
     );
 }
+
+#[test]
+fn only_loopback_and_it_is_up() {
+    require_root!();
+    let b = Berth::with_busybox();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /sys/class/net; ping -c 1 -W 2 127.0.0.1 >/dev/null && echo reachable",
+    ]);
+    assert_eq!(out.stdout, "lo\nreachable\n", "{out}");
+}

@@ -118,6 +118,38 @@ impl Syscall for LinuxSyscall {
         nix::unistd::sethostname(name).map_err(errno("sethostname", name))
     }
 
+    fn loopback_up(&self) -> Result<()> {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsRawFd;
+
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(errno("socket", "lo"))?;
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `request`,
+        // which is a valid ifreq for the whole call; `sock` is an open socket.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+            return Err(errno("SIOCGIFFLAGS", "lo")(Errno::last()));
+        }
+        // SAFETY: after SIOCGIFFLAGS the flags member of the union is the initialised one.
+        unsafe {
+            request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        }
+        // SAFETY: SIOCSIFFLAGS only reads `request`, valid for the call.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+            return Err(errno("SIOCSIFFLAGS", "lo")(Errno::last()));
+        }
+        Ok(())
+    }
+
     fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()> {
         nix::sys::resource::setrlimit(resource, soft, hard)
             .map_err(errno("setrlimit", format!("{resource:?}")))

@@ -99,6 +99,8 @@ pub trait Syscall {
     fn write_file(&self, path: &Path, data: &str) -> Result<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> Result<()>;
+    /// Bring the loopback interface of this network namespace up.
+    fn loopback_up(&self) -> Result<()>;
     /// setrlimit(2).
     fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()>;
     /// setgroups(2).

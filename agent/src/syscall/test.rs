@@ -48,6 +48,7 @@ pub enum Call {
     WriteFile(PathBuf, String),
     /// sethostname(2).
     Sethostname(String),
+    LoopbackUp,
     /// setrlimit(2).
     SetRlimit(Resource, u64, u64),
     /// setgroups(2).
@@ -173,6 +174,9 @@ impl Syscall for RecordingSyscall {
     }
     fn sethostname(&self, name: &str) -> Result<()> {
         self.push(Call::Sethostname(name.to_owned()))
+    }
+    fn loopback_up(&self) -> Result<()> {
+        self.push(Call::LoopbackUp)
     }
     fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()> {
         self.push(Call::SetRlimit(resource, soft, hard))
