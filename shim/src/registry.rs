@@ -116,6 +116,8 @@ pub struct PullOptions {
     pub platform: Option<String>,
     /// Print nothing while pulling.
     pub quiet: bool,
+    /// Report progress on stderr (as `run` does, keeping stdout for the container).
+    pub progress_on_stderr: bool,
 }
 
 /// Options for [`push`].
@@ -290,19 +292,23 @@ impl tokio::io::AsyncWrite for BlobSink<'_> {
 struct Progress {
     quiet: bool,
     bars: bool,
+    on_stderr: bool,
 }
 
 impl Progress {
-    fn new(quiet: bool) -> Progress {
+    fn new(quiet: bool, on_stderr: bool) -> Progress {
         Progress {
             quiet,
             bars: !quiet && io::stderr().is_terminal(),
+            on_stderr,
         }
     }
 
     fn line(&self, msg: &str) {
-        if !self.quiet {
-            println!("{msg}");
+        match (self.quiet, self.on_stderr) {
+            (true, _) => {}
+            (false, true) => eprintln!("{msg}"),
+            (false, false) => println!("{msg}"),
         }
     }
 
@@ -427,7 +433,7 @@ async fn pull_async(
     let client = client_for(reference, opts.insecure);
     let auth = auth_for();
     let oci_ref = oci_reference(reference);
-    let progress = Progress::new(opts.quiet);
+    let progress = Progress::new(opts.quiet, opts.progress_on_stderr);
     let store_err = |source| RegistryError::Store {
         op: "pull",
         reference: reference.to_string(),
@@ -597,7 +603,7 @@ async fn push_async(
     let client = client_for(reference, opts.insecure);
     let auth = auth_for();
     let oci_ref = oci_reference(reference);
-    let progress = Progress::new(opts.quiet);
+    let progress = Progress::new(opts.quiet, false);
     progress.line(&format!(
         "The push refers to repository [{}]",
         reference.name()

@@ -229,6 +229,22 @@ fn pull_by_tag_and_digest_then_run() {
     let out = c.ok(&["run", "--rm", &by_digest, "echo", "by-digest"]);
     assert_eq!(out.stdout, "by-digest\n", "{out}");
 
+    // `run` pulls an image it does not have, as `docker run` does.
+    let d = Berth::new();
+    let out = d.run_with(
+        &["run", "--rm", &reference, "echo", "auto-pulled"],
+        RunOpts {
+            timeout: Some(Duration::from_secs(120)),
+            ..RunOpts::default()
+        },
+    );
+    out.assert_code(0);
+    assert_eq!(out.stdout, "auto-pulled\n", "{out}");
+    assert!(out.stderr.contains("Unable to find image"), "{out}");
+    assert_eq!(d.inspect(&reference)["Id"], image_id.as_str());
+    let out = Berth::new().run(&["run", "--rm", "--pull", "never", &reference, "true"]);
+    out.assert_code(125);
+
     // A tag the registry does not have is a berth error.
     let out = c.run(&[
         "pull",

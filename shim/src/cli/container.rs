@@ -55,6 +55,9 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// When to pull the image from its registry first.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub pull: String,
     /// Image to create the container from.
     pub image: String,
     /// Command and arguments (default: the image's).

@@ -4,8 +4,10 @@ use crate::cli::container::CreateArgs;
 use crate::container::{ContainerRecord, ContainerStore, HostConfig, ProcessConfig};
 use crate::context::Context;
 use crate::options::{self, OptionError};
+use crate::reference::Reference;
+use crate::registry::{self, PullOptions};
 use crate::runtime;
-use crate::store::ImageStore;
+use crate::store::{Image, ImageStore, StoreError};
 
 use super::CommandError;
 
@@ -18,11 +20,36 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<i32, CommandError> {
     Ok(0)
 }
 
+/// The image to create a container from, pulled first when `--pull` says so (Docker's
+/// default: only when it is missing).
+fn find_or_pull(images: &ImageStore, name: &str, policy: &str) -> Result<Image, CommandError> {
+    let found = match images.resolve(name) {
+        Ok(image) if policy != "always" => return Ok(image),
+        Ok(image) => Some(image),
+        Err(StoreError::ImageNotFound(_)) if policy != "never" => None,
+        Err(e) => return Err(e.into()),
+    };
+    // An image id (or id prefix) that is not here cannot be pulled: report it as missing.
+    let Ok(reference) = Reference::parse(name) else {
+        return Err(StoreError::ImageNotFound(name.to_string()).into());
+    };
+    if found.is_none() {
+        eprintln!("Unable to find image '{}' locally", reference.short());
+    }
+    let options = PullOptions {
+        insecure: reference.is_local_registry(),
+        platform: None,
+        quiet: false,
+        progress_on_stderr: true,
+    };
+    Ok(registry::pull(images, &reference, &options)?)
+}
+
 /// Validates everything, then writes the container; nothing is written when anything is wrong.
 pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRecord, CommandError> {
     runtime::for_name(&args.runtime)?;
     let images = ImageStore::open(&ctx.root)?;
-    let image = images.resolve(&args.image)?;
+    let image = find_or_pull(&images, &args.image, &args.pull)?;
     let config = image.config.config().clone().unwrap_or_default();
 
     let image_entrypoint = config.entrypoint().clone().unwrap_or_default();

@@ -65,6 +65,7 @@ pub fn pull(ctx: &Context, args: &PullArgs) -> Result<(), ImageCommandError> {
         insecure: args.insecure,
         platform: args.platform.clone(),
         quiet: args.quiet,
+        progress_on_stderr: false,
     };
     registry::pull(&store, &reference, &opts)?;
     if args.quiet {

@@ -35,6 +35,8 @@ pub enum CommandError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
     Monitor(#[from] MonitorError),
     #[error("{0}")]
     Refused(String),
