@@ -42,7 +42,7 @@ fn find_or_pull(images: &ImageStore, name: &str, policy: &str) -> Result<Image, 
         quiet: false,
         progress_on_stderr: true,
     };
-    Ok(registry::pull(images, &reference, &options)?)
+    registry::pull(images, &reference, &options).map_err(|e| CommandError::Registry(Box::new(e)))
 }
 
 /// Validates everything, then writes the container; nothing is written when anything is wrong.

@@ -35,7 +35,7 @@ pub enum CommandError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(Box<crate::registry::RegistryError>),
     #[error(transparent)]
     Monitor(#[from] MonitorError),
     #[error("{0}")]
