@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::devices::legacy::{i8042, serial, SerialDevice, SerialOutput, I8042};
 use crate::devices::virtio::block::{Block, BlockError, BlockMetrics};
 use crate::devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW_SIZE};
+use crate::devices::virtio::net::{Net, NetError, NetMetrics};
 use crate::devices::virtio::vsock::{Vsock, VsockError, VsockMetrics};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::{Bus, BusError};
@@ -57,6 +58,9 @@ pub enum BuildError {
     /// A drive could not be opened.
     #[error("could not set up a drive")]
     Block(#[source] BlockError),
+    /// A network interface could not be set up.
+    #[error("could not set up a network interface")]
+    Net(#[source] NetError),
     /// The vsock device could not be set up.
     #[error("could not set up the vsock device")]
     Vsock(#[source] VsockError),
@@ -98,6 +102,21 @@ pub struct AttachedBlock {
     pub metrics: Arc<BlockMetrics>,
 }
 
+/// A virtio-net device as attached to the VM.
+#[derive(Debug, Clone)]
+pub struct AttachedNet {
+    /// Interface id from the configuration.
+    pub iface_id: String,
+    /// MMIO base of its window.
+    pub mmio_base: u64,
+    /// Its GSI.
+    pub gsi: u32,
+    /// The transport (registers, interrupt status).
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// The device's counters.
+    pub metrics: Arc<NetMetrics>,
+}
+
 /// The virtio-vsock device as attached to the VM.
 #[derive(Debug, Clone)]
 pub struct AttachedVsock {
@@ -133,6 +152,7 @@ pub struct Vmm {
     vcpu_handles: Vec<VcpuHandle>,
     vcpus: Vec<Vcpu>,
     blocks: Vec<AttachedBlock>,
+    nets: Vec<AttachedNet>,
     vsock: Option<AttachedVsock>,
     serial: Arc<Mutex<SerialDevice>>,
     pio_bus: Arc<Bus>,
@@ -151,6 +171,7 @@ impl std::fmt::Debug for Vmm {
             .field("vcpus", &self.vcpus.len())
             .field("running", &self.vcpu_handles.len())
             .field("blocks", &self.blocks)
+            .field("nets", &self.nets)
             .field("vsock", &self.vsock)
             .field("pio_bus", &self.pio_bus)
             .field("mmio_bus", &self.mmio_bus)
@@ -256,6 +277,24 @@ fn attach_blocks(
     Ok(out)
 }
 
+fn attach_nets(cfg: &VmConfig, placer: &mut MmioPlacer) -> Result<Vec<AttachedNet>, BuildError> {
+    let mut out = Vec::new();
+    for ncfg in &cfg.net {
+        let net =
+            Net::new(&ncfg.iface_id, &ncfg.host_dev_name, ncfg.mac()).map_err(BuildError::Net)?;
+        let metrics = net.metrics();
+        let (mmio_base, gsi, transport) = placer.attach(Box::new(net))?;
+        out.push(AttachedNet {
+            iface_id: ncfg.iface_id.clone(),
+            mmio_base,
+            gsi,
+            transport,
+            metrics,
+        });
+    }
+    Ok(out)
+}
+
 fn attach_vsock(
     cfg: &VmConfig,
     placer: &mut MmioPlacer,
@@ -303,6 +342,7 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
         placed: Vec::new(),
     };
     let blocks = attach_blocks(cfg, &mut placer)?;
+    let nets = attach_nets(cfg, &mut placer)?;
     let vsock = attach_vsock(cfg, &mut placer)?;
     let devices = placer.placed;
 
@@ -329,6 +369,7 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
         vcpu_handles: Vec::new(),
         vcpus,
         blocks,
+        nets,
         vsock,
         serial,
         pio_bus,
@@ -361,6 +402,11 @@ impl Vmm {
     /// Attached virtio-blk devices, in configuration order.
     pub fn blocks(&self) -> &[AttachedBlock] {
         &self.blocks
+    }
+
+    /// Attached virtio-net devices, in configuration order.
+    pub fn nets(&self) -> &[AttachedNet] {
+        &self.nets
     }
 
     /// The virtio-vsock device, if configured.

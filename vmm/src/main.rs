@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_vmm::vmm_config::{BootSourceConfig, DriveConfig, SerialConfig, VmConfig, VsockConfig};
+use berth_vmm::vmm_config::{
+    BootSourceConfig, DriveConfig, NetConfig, SerialConfig, VmConfig, VsockConfig,
+};
 use berth_vmm::{build_vm, VmmExit};
 use clap::Parser;
 
@@ -36,6 +38,9 @@ struct Cli {
     /// Serial output: stdout, off, or file:PATH.
     #[arg(long)]
     serial: Option<String>,
+    /// A network interface on a host tap: TAP or TAP,MAC (repeatable; ids are eth0, eth1, ...).
+    #[arg(long = "net")]
+    nets: Vec<String>,
     /// A virtio-vsock device: CID,UDS_PATH (host clients connect to UDS_PATH and write
     /// `CONNECT <port>\n`; guest connections to host port P go to UDS_PATH_P).
     #[arg(long)]
@@ -94,6 +99,17 @@ fn resolve(cli: &Cli) -> anyhow::Result<VmConfig> {
                 None => anyhow::bail!("--serial must be stdout, off or file:PATH, not {other:?}"),
             },
         };
+    }
+    for (i, spec) in cli.nets.iter().enumerate() {
+        let (tap, mac) = match spec.split_once(',') {
+            Some((t, m)) => (t, Some(m.to_owned())),
+            None => (spec.as_str(), None),
+        };
+        cfg.net.push(NetConfig {
+            iface_id: format!("eth{i}"),
+            host_dev_name: tap.to_owned(),
+            guest_mac: mac,
+        });
     }
     if let Some(spec) = &cli.vsock {
         let (cid, path) = spec

@@ -4,6 +4,7 @@
 mod boot_source;
 mod drive;
 mod machine;
+mod net;
 mod serial;
 mod vsock;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use boot_source::{BootSourceConfig, DEFAULT_KERNEL_CMDLINE};
 pub use drive::DriveConfig;
 pub use machine::{MachineConfig, MAX_VCPUS};
+pub use net::{parse_mac, NetConfig};
 pub use serial::SerialConfig;
 pub use vsock::{VsockConfig, MIN_GUEST_CID};
 
@@ -62,6 +64,15 @@ pub enum ConfigError {
     /// Two drives share an id.
     #[error("drive id {0} is used twice")]
     DuplicateDrive(String),
+    /// A tap name is empty or too long.
+    #[error("tap name {0:?} must be 1 to 15 bytes")]
+    TapName(String),
+    /// A MAC address does not parse.
+    #[error("MAC address {0:?} is not of the form aa:bb:cc:dd:ee:ff")]
+    Mac(String),
+    /// Two network interfaces share an id.
+    #[error("network interface id {0} is used twice")]
+    DuplicateIface(String),
     /// The vsock guest CID is reserved or too large.
     #[error("vsock guest_cid {0} is out of range {MIN_GUEST_CID}..{max}", max = u32::MAX)]
     VsockCid(u64),
@@ -89,6 +100,13 @@ pub struct VmConfig {
     /// Where the guest's COM1 output goes.
     #[serde(default)]
     pub serial: SerialConfig,
+    /// Network interfaces, on the MMIO bus after the drives.
+    #[serde(
+        rename = "network-interfaces",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub net: Vec<NetConfig>,
     /// A virtio-vsock device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
@@ -119,6 +137,13 @@ impl VmConfig {
                 return Err(ConfigError::DuplicateDrive(drive.drive_id.clone()));
             }
             drive.validate()?;
+        }
+        let mut ifaces = HashSet::new();
+        for net in &self.net {
+            if !ifaces.insert(net.iface_id.as_str()) {
+                return Err(ConfigError::DuplicateIface(net.iface_id.clone()));
+            }
+            net.validate()?;
         }
         if let Some(vsock) = &self.vsock {
             vsock.validate()?;

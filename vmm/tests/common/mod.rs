@@ -196,6 +196,7 @@ pub fn config(drives: Vec<DriveConfig>) -> VmConfig {
         boot_source: None,
         drives,
         serial: SerialConfig::Off,
+        net: vec![],
         vsock: None,
     }
 }
