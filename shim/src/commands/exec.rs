@@ -45,7 +45,7 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> Result<i32, CommandError> {
     };
     let (io, stdio) = session::wire(wiring)?;
     let runtime = runtime::for_name(&record.host.runtime)?;
-    let child = runtime.exec(ExecLaunch {
+    let mut process = runtime.exec(ExecLaunch {
         record: &record,
         dir: store.dir(&record.id),
         layers,
@@ -60,5 +60,5 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> Result<i32, CommandError> {
     if args.detach {
         return Ok(0);
     }
-    Ok(session::supervise(child, io, None)?)
+    Ok(session::supervise(process.as_mut(), io, None)?)
 }

@@ -2,12 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill as send, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::cli::container::{KillArgs, StopArgs};
 use crate::container::{ContainerRecord, ContainerStore, Status};
 use crate::context::Context;
+use crate::runtime;
 
 use super::CommandError;
 
@@ -33,7 +34,11 @@ pub fn kill(ctx: &Context, args: &KillArgs) -> Result<i32, CommandError> {
         let state = store.state(&record.id)?;
         match state.pid {
             Some(pid) if state.status == Status::Running && state.process_alive() => {
-                send(Pid::from_raw(pid), signal).map_err(std::io::Error::from)?;
+                runtime::for_name(&record.host.runtime)?.kill(
+                    record,
+                    Pid::from_raw(pid),
+                    signal,
+                )?;
                 Ok(())
             }
             _ => Err(CommandError::Refused(format!(
@@ -82,11 +87,12 @@ pub(super) fn stop_one(
         return Ok(());
     };
     let pid = Pid::from_raw(pid);
-    let _ = send(pid, Signal::SIGTERM);
+    let runtime = runtime::for_name(&record.host.runtime)?;
+    let _ = runtime.kill(record, pid, Signal::SIGTERM);
     if wait_until_exited(store, &record.id, grace)? {
         return Ok(());
     }
-    let _ = send(pid, Signal::SIGKILL);
+    let _ = runtime.kill(record, pid, Signal::SIGKILL);
     if wait_until_exited(store, &record.id, KILL_WAIT)? {
         return Ok(());
     }

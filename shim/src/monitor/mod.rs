@@ -62,10 +62,10 @@ pub fn run_container(
 ) -> Result<i32, MonitorError> {
     let store = ContainerStore::open(&ctx.root)?;
     match launch(ctx, &store, id, wiring) {
-        Ok((pid, io, record)) => {
+        Ok((mut process, io, record)) => {
             started(Ok(()));
             let log = log::LogWriter::open(&store.log_path(id))?;
-            let code = session::supervise(pid, io, Some(log));
+            let code = session::supervise(process.as_mut(), io, Some(log));
             finish(&store, &record, code.as_ref().ok().copied())?;
             Ok(code?)
         }
@@ -77,7 +77,7 @@ pub fn run_container(
 }
 
 type Launched = (
-    nix::unistd::Pid,
+    Box<dyn runtime::ContainerProcess>,
     session::SessionIo,
     crate::container::ContainerRecord,
 );
@@ -109,8 +109,8 @@ fn launch(
         layers,
         stdio,
     });
-    let pid = match launched {
-        Ok(pid) => pid,
+    let process = match launched {
+        Ok(process) => process,
         Err(source) => {
             state.error = Some(source.to_string());
             state.exit_code = Some(source.exit_code());
@@ -126,6 +126,7 @@ fn launch(
             return Err(error);
         }
     };
+    let pid = process.pid();
     state.status = Status::Running;
     state.pid = Some(pid.as_raw());
     state.pid_start_time = crate::container::process_start_time(pid.as_raw());
@@ -136,7 +137,7 @@ fn launch(
     state.started_at = Some(chrono::Utc::now());
     state.finished_at = None;
     store.save_state(id, &state)?;
-    Ok((pid, io, record))
+    Ok((process, io, record))
 }
 
 /// Records the exit, releases the cgroup, and removes an `--rm` container.

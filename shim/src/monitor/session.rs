@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::sys::wait::WaitStatus;
 
 use super::log::{LogWriter, Stream};
 use super::terminal;
+use crate::runtime::ContainerProcess;
 
 /// How long output may keep arriving after the process exited (from its orphans).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -144,9 +144,13 @@ pub fn exit_code(status: WaitStatus) -> i32 {
     }
 }
 
-/// Pumps the streams until `pid` (a child of this process) exits; returns its exit code.
-/// Signals sent to berth are forwarded to `pid`; with a tty attached, resizes follow the terminal.
-pub fn supervise(pid: Pid, mut io: SessionIo, mut log: Option<LogWriter>) -> io::Result<i32> {
+/// Pumps the streams until the process exits; returns its exit code. Signals sent to berth
+/// are forwarded to the process; with a tty attached, resizes follow the terminal.
+pub fn supervise(
+    process: &mut dyn ContainerProcess,
+    mut io: SessionIo,
+    mut log: Option<LogWriter>,
+) -> io::Result<i32> {
     io.connect()?;
     let signals = handled_signals();
     signals.thread_block().map_err(io::Error::from)?;
@@ -169,7 +173,7 @@ pub fn supervise(pid: Pid, mut io: SessionIo, mut log: Option<LogWriter>) -> io:
         set_nonblocking(fd.as_fd())?;
     }
 
-    let mut status = reap(pid)?;
+    let mut status = process.try_wait()?;
     let mut exited_at = status.map(|_| Instant::now());
     loop {
         let draining = exited_at.is_some();
@@ -235,7 +239,7 @@ pub fn supervise(pid: Pid, mut io: SessionIo, mut log: Option<LogWriter>) -> io:
                         }
                     }
                     Some(other) => {
-                        let _ = kill(pid, other);
+                        let _ = process.signal(other);
                     }
                 }
             }
@@ -253,7 +257,7 @@ pub fn supervise(pid: Pid, mut io: SessionIo, mut log: Option<LogWriter>) -> io:
             pump.flush_input()?;
         }
         if status.is_none() {
-            status = reap(pid)?;
+            status = process.try_wait()?;
             if status.is_some() {
                 exited_at = Some(Instant::now());
                 pump.io.input = None;
@@ -264,17 +268,7 @@ pub fn supervise(pid: Pid, mut io: SessionIo, mut log: Option<LogWriter>) -> io:
         log.flush()?;
     }
     let _ = signals.thread_unblock();
-    Ok(status.map(exit_code).unwrap_or(255))
-}
-
-fn reap(pid: Pid) -> io::Result<Option<WaitStatus>> {
-    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) => Ok(None),
-        Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Ok(Some(s)),
-        Ok(_) => Ok(None),
-        Err(Errno::ECHILD) => Ok(Some(WaitStatus::Exited(pid, 255))),
-        Err(e) => Err(e.into()),
-    }
+    Ok(status.unwrap_or(255))
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {

@@ -7,11 +7,12 @@ pub mod user;
 
 use std::path::PathBuf;
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::container::ContainerRecord;
 
-pub use ns::NamespaceRuntime;
+pub use ns::{ChildProcess, NamespaceRuntime};
 
 /// A container runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,12 @@ pub enum RuntimeError {
     Spec(#[from] spec::SpecError),
     #[error("could not release the container's cgroup")]
     Cgroup(#[source] berth_agent::cgroups::CgroupError),
+    #[error("could not send {signal} to the container")]
+    Signal {
+        signal: Signal,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 impl RuntimeError {
@@ -65,12 +72,25 @@ pub struct ExecLaunch<'a> {
     pub stdio: berth_agent::Stdio,
 }
 
+/// A process started in a container, as the berth process that started it sees it.
+pub trait ContainerProcess {
+    /// The host pid berth records and watches: the container's PID 1 (ns) or its VMM (vm).
+    fn pid(&self) -> Pid;
+    /// The exit code once the process has exited (128+N for signal N); never blocks.
+    fn try_wait(&mut self) -> std::io::Result<Option<i32>>;
+    /// Delivers a signal to the process (in a VM: through the guest agent).
+    fn signal(&mut self, signal: Signal) -> std::io::Result<()>;
+}
+
 /// One way of isolating containers.
 pub trait Runtime {
-    /// Starts the main process; returns a child of this process to wait for.
-    fn start(&self, launch: Launch<'_>) -> Result<Pid, RuntimeError>;
-    /// Starts another process inside the running container; returns a child to wait for.
-    fn exec(&self, launch: ExecLaunch<'_>) -> Result<Pid, RuntimeError>;
+    /// Starts the main process.
+    fn start(&self, launch: Launch<'_>) -> Result<Box<dyn ContainerProcess>, RuntimeError>;
+    /// Starts another process inside the running container.
+    fn exec(&self, launch: ExecLaunch<'_>) -> Result<Box<dyn ContainerProcess>, RuntimeError>;
+    /// Sends a signal to a running container's main process from any berth command
+    /// (`kill`, `stop`); `pid` is the one recorded at start.
+    fn kill(&self, record: &ContainerRecord, pid: Pid, signal: Signal) -> Result<(), RuntimeError>;
     /// After the main process is gone: whether the kernel's OOM killer struck the container.
     fn oom_killed(&self, record: &ContainerRecord) -> bool;
     /// After the main process is gone: releases what the container held on the host.

@@ -1,6 +1,9 @@
 //! `--runtime=ns`: the container runs on the host kernel in its own namespaces and cgroup,
 //! set up by the agent library, with the image layers stacked by overlayfs.
 
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{ProcessBuilder, UserBuilder};
 
@@ -10,13 +13,13 @@ use berth_agent::{ContainerSetup, ExecSetup, Rootfs};
 use crate::container::ContainerRecord;
 
 use super::user::{resolve_in_layers, stack_top_first};
-use super::{spec, ExecLaunch, Launch, Runtime, RuntimeError};
+use super::{spec, ContainerProcess, ExecLaunch, Launch, Runtime, RuntimeError};
 
 /// Linux namespaces, like runc.
 pub struct NamespaceRuntime;
 
 impl Runtime for NamespaceRuntime {
-    fn start(&self, launch: Launch<'_>) -> Result<Pid, RuntimeError> {
+    fn start(&self, launch: Launch<'_>) -> Result<Box<dyn ContainerProcess>, RuntimeError> {
         let upper = launch.dir.join("upper");
         let stack = stack_top_first(&upper, &launch.layers);
         let user = resolve_in_layers(&launch.record.process.user, &stack)?;
@@ -33,10 +36,10 @@ impl Runtime for NamespaceRuntime {
             stdio: launch.stdio,
             init: true,
         };
-        Ok(berth_agent::spawn(setup)?.pid)
+        Ok(Box::new(ChildProcess(berth_agent::spawn(setup)?.pid)))
     }
 
-    fn exec(&self, launch: ExecLaunch<'_>) -> Result<Pid, RuntimeError> {
+    fn exec(&self, launch: ExecLaunch<'_>) -> Result<Box<dyn ContainerProcess>, RuntimeError> {
         let stack = stack_top_first(&launch.dir.join("upper"), &launch.layers);
         let user = resolve_in_layers(&launch.user, &stack)?;
         let mut env = launch.env;
@@ -69,7 +72,18 @@ impl Runtime for NamespaceRuntime {
             cgroups_path: Some(launch.record.cgroups_path()),
             stdio: launch.stdio,
         };
-        Ok(berth_agent::spawn_exec(setup)?.pid)
+        Ok(Box::new(ChildProcess(berth_agent::spawn_exec(setup)?.pid)))
+    }
+
+    fn kill(
+        &self,
+        _record: &ContainerRecord,
+        pid: Pid,
+        signal: Signal,
+    ) -> Result<(), RuntimeError> {
+        // The container's init forwards what it gets to the user process.
+        nix::sys::signal::kill(pid, signal)
+            .map_err(|source| RuntimeError::Signal { signal, source })
     }
 
     fn oom_killed(&self, record: &ContainerRecord) -> bool {
@@ -94,5 +108,30 @@ impl Runtime for NamespaceRuntime {
             }
         }
         cgroup.destroy().map_err(RuntimeError::Cgroup)
+    }
+}
+
+/// A child process of this berth process: the container's init, or an exec's relay.
+pub struct ChildProcess(pub Pid);
+
+impl ContainerProcess for ChildProcess {
+    fn pid(&self) -> Pid {
+        self.0
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<i32>> {
+        match waitpid(self.0, Some(WaitPidFlag::WNOHANG)) {
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                Ok(Some(crate::monitor::session::exit_code(status)))
+            }
+            Ok(_) => Ok(None),
+            // Reaped elsewhere: its status is lost.
+            Err(Errno::ECHILD) => Ok(Some(255)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn signal(&mut self, signal: Signal) -> std::io::Result<()> {
+        nix::sys::signal::kill(self.0, signal).map_err(std::io::Error::from)
     }
 }
