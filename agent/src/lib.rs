@@ -12,6 +12,7 @@ pub mod init;
 mod mountopts;
 mod namespaces;
 pub mod process;
+pub mod protocol;
 pub mod rootfs;
 pub mod spec;
 pub mod stdio;
