@@ -5,7 +5,7 @@
 //! initramfs, command line, boot_params → vCPUs. Nothing runs until [`Vmm::start`].
 
 use std::fs::OpenOptions;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use kvm_ioctls::VmFd;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::devices::legacy::exit_port::ExitPort;
 use crate::devices::legacy::{i8042, serial, SerialDevice, SerialOutput, I8042};
 use crate::devices::virtio::block::{Block, BlockError, BlockMetrics};
 use crate::devices::virtio::mmio::{self, MmioTransport, MMIO_WINDOW_SIZE};
@@ -144,6 +145,10 @@ pub enum VmmExit {
     },
     /// The wait timed out; the VM was stopped.
     Timeout,
+    /// The guest wrote this value to the exit port (`exit_on_port`).
+    ExitPort(u32),
+    /// [`Vmm::stop_evt`] was signalled (SIGTERM in the binary); the VM was stopped.
+    Stopped,
 }
 
 /// A built VM and its devices.
@@ -160,6 +165,9 @@ pub struct Vmm {
     stop: Arc<AtomicBool>,
     reset_evt: EventFd,
     vcpu_exit_evt: EventFd,
+    port_exit_evt: EventFd,
+    port_exit_value: Arc<AtomicU32>,
+    stop_evt: EventFd,
     boot: Option<BootInfo>,
     vm: Vm,
     mem: GuestMemory,
@@ -333,6 +341,17 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
         None => serial_output(&cfg.serial)?,
     };
     let serial = attach_legacy(vm.fd(), &mut pio_bus, out, &reset_evt)?;
+    let port_exit_evt = eventfd()?;
+    let port_exit_value = Arc::new(AtomicU32::new(0));
+    if let Some(port) = cfg.exit_on_port {
+        let dev = ExitPort::new(
+            port_exit_evt.try_clone().map_err(BuildError::EventFd)?,
+            port_exit_value.clone(),
+        );
+        pio_bus
+            .insert(Arc::new(Mutex::new(dev)), u64::from(port), 1)
+            .map_err(BuildError::Bus)?;
+    }
     let mut mmio_bus = Bus::new();
     let mut placer = MmioPlacer {
         vm: vm.fd(),
@@ -377,6 +396,9 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
         stop: Arc::new(AtomicBool::new(false)),
         reset_evt,
         vcpu_exit_evt: eventfd()?,
+        port_exit_evt,
+        port_exit_value,
+        stop_evt: eventfd()?,
         boot,
         vm,
         mem,
@@ -424,6 +446,12 @@ impl Vmm {
         self.boot.as_ref()
     }
 
+    /// An eventfd that makes [`Vmm::wait`] stop the VM and return [`VmmExit::Stopped`] when
+    /// written (the binary writes it from its SIGTERM handler).
+    pub fn stop_evt(&self) -> Result<EventFd, BuildError> {
+        self.stop_evt.try_clone().map_err(BuildError::EventFd)
+    }
+
     /// Starts one thread per vCPU.
     pub fn start(&mut self) -> Result<(), BuildError> {
         if self.vcpus.is_empty() {
@@ -447,6 +475,8 @@ impl Vmm {
         use std::os::fd::AsRawFd;
         const RESET: u64 = 0;
         const VCPU: u64 = 1;
+        const PORT: u64 = 2;
+        const STOP: u64 = 3;
         let epoll = Epoll::new().map_err(BuildError::Wait)?;
         epoll
             .ctl(
@@ -462,8 +492,20 @@ impl Vmm {
                 EpollEvent::new(EventSet::IN, VCPU),
             )
             .map_err(BuildError::Wait)?;
+        for (fd, token) in [
+            (self.port_exit_evt.as_raw_fd(), PORT),
+            (self.stop_evt.as_raw_fd(), STOP),
+        ] {
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )
+                .map_err(BuildError::Wait)?;
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut events = [EpollEvent::default(); 2];
+        let mut events = [EpollEvent::default(); 4];
         let exit = loop {
             let ms = match deadline {
                 Some(d) => {
@@ -480,6 +522,12 @@ impl Vmm {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(BuildError::Wait(e)),
             };
+            if events[..n].iter().any(|e| e.data() == STOP) {
+                break VmmExit::Stopped;
+            }
+            if events[..n].iter().any(|e| e.data() == PORT) {
+                break VmmExit::ExitPort(self.port_exit_value.load(Ordering::SeqCst));
+            }
             if events[..n].iter().any(|e| e.data() == RESET) {
                 break VmmExit::Reset;
             }

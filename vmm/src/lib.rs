@@ -18,6 +18,7 @@ pub mod builder;
 pub mod devices;
 pub mod loader;
 pub mod memory;
+pub mod seccomp;
 #[doc(hidden)]
 pub mod testing;
 pub mod vmm_config;

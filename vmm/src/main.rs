@@ -1,18 +1,34 @@
 //! `berth-vmm`: boots one VM from a JSON configuration file or from flags.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Context;
 use berth_vmm::vmm_config::{
     BootSourceConfig, DriveConfig, NetConfig, SerialConfig, VmConfig, VsockConfig,
 };
-use berth_vmm::{build_vm, VmmExit};
+use berth_vmm::vstate::VcpuExitReason;
+use berth_vmm::{build_vm, seccomp, VmmExit};
 use clap::Parser;
+use vmm_sys_util::eventfd::EventFd;
 
-/// berth's built-in VMM: one KVM VM with virtio-blk drives and a serial console.
+/// berth's built-in VMM: one KVM VM with virtio-blk drives, virtio-net, virtio-vsock and a
+/// serial console.
 #[derive(Debug, Parser)]
-#[command(name = "berth-vmm", version)]
+#[command(
+    name = "berth-vmm",
+    version,
+    after_help = "Exit status:\n  \
+      0  the guest reset through the i8042 (Linux `reboot` with reboot=k: orderly shutdown)\n  \
+      1  VMM error (configuration, set-up, runtime)\n  \
+      2  command-line usage error\n  \
+      3  the guest powered off: it wrote to --exit-on-port, or halted with interrupts off\n  \
+      4  triple fault (KVM_EXIT_SHUTDOWN)\n  \
+      5  a vCPU failed (KVM could not run it, or an exit the VMM does not handle)\n  \
+      6  stopped by SIGTERM or SIGINT (vCPUs stopped, devices closed)"
+)]
 struct Cli {
     /// JSON configuration file (machine-config, boot-source, drives, serial); flags override it.
     #[arg(long)]
@@ -45,9 +61,70 @@ struct Cli {
     /// `CONNECT <port>\n`; guest connections to host port P go to UDS_PATH_P).
     #[arg(long)]
     vsock: Option<String>,
+    /// A debug-exit I/O port (like QEMU's isa-debug-exit): a guest write there ends the VM
+    /// with exit status 3. Decimal or 0x-prefixed hex.
+    #[arg(long, value_parser = parse_port)]
+    exit_on_port: Option<u16>,
+    /// Do not confine the VMM's threads with seccomp.
+    #[arg(long)]
+    no_seccomp: bool,
     /// Print the resolved configuration as JSON and exit.
     #[arg(long)]
     print_config: bool,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?} is not a port number: {e}"))
+}
+
+/// Exit statuses (documented in --help).
+mod status {
+    pub const RESET: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const POWER_OFF: u8 = 3;
+    pub const TRIPLE_FAULT: u8 = 4;
+    pub const VCPU_FAILED: u8 = 5;
+    pub const SIGNALLED: u8 = 6;
+}
+
+/// The raw fd of the VMM's stop eventfd, for the signal handler (-1 until set).
+static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    let fd = STOP_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; `one` is 8 valid bytes; a failed write only
+        // means the VM is already stopping.
+        unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+    }
+}
+
+fn install_stop_handler(stop_evt: EventFd) -> anyhow::Result<()> {
+    // The eventfd lives for the rest of the process.
+    STOP_FD.store(stop_evt.as_raw_fd(), Ordering::SeqCst);
+    std::mem::forget(stop_evt);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: sigaction struct is zero-initialised plain data; the handler only calls
+        // async-signal-safe functions.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            anyhow::bail!(
+                "could not install the handler for signal {sig}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn resolve(cli: &Cli) -> anyhow::Result<VmConfig> {
@@ -111,6 +188,9 @@ fn resolve(cli: &Cli) -> anyhow::Result<VmConfig> {
             guest_mac: mac,
         });
     }
+    if cli.exit_on_port.is_some() {
+        cfg.exit_on_port = cli.exit_on_port;
+    }
     if let Some(spec) = &cli.vsock {
         let (cid, path) = spec
             .split_once(',')
@@ -140,15 +220,28 @@ fn run() -> anyhow::Result<ExitCode> {
         anyhow::bail!("no kernel: pass --kernel or a config file with a boot-source");
     }
     let mut vmm = build_vm(&cfg, None).context("could not build the VM")?;
+    install_stop_handler(vmm.stop_evt()?)?;
+    seccomp::set_enabled(!cli.no_seccomp);
     vmm.start().context("could not start the vCPUs")?;
-    match vmm.wait(None).context("VM failed")? {
-        VmmExit::Reset => Ok(ExitCode::SUCCESS),
+    if !cli.no_seccomp {
+        seccomp::confine_current_thread(seccomp::ThreadKind::Vmm)
+            .context("could not confine the VMM thread")?;
+    }
+    let code = match vmm.wait(None).context("VM failed")? {
+        VmmExit::Reset => status::RESET,
+        VmmExit::ExitPort(_) => status::POWER_OFF,
+        VmmExit::Stopped => status::SIGNALLED,
+        VmmExit::Timeout => status::ERROR,
         VmmExit::VcpuExited { id, reason } => {
             eprintln!("berth-vmm: vCPU {id} stopped: {reason:?}");
-            Ok(ExitCode::FAILURE)
+            match reason {
+                VcpuExitReason::Halted => status::POWER_OFF,
+                VcpuExitReason::Shutdown => status::TRIPLE_FAULT,
+                _ => status::VCPU_FAILED,
+            }
         }
-        VmmExit::Timeout => Ok(ExitCode::FAILURE),
-    }
+    };
+    Ok(ExitCode::from(code))
 }
 
 fn main() -> ExitCode {
@@ -156,7 +249,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth-vmm: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(status::ERROR)
         }
     }
 }

@@ -110,6 +110,9 @@ pub struct VmConfig {
     /// A virtio-vsock device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
+    /// A debug-exit I/O port: a guest write there ends the VM ([`crate::VmmExit::ExitPort`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_on_port: Option<u16>,
 }
 
 impl VmConfig {

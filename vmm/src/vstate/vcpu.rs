@@ -185,7 +185,15 @@ impl Vcpu {
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
-                let reason = self.run_loop(&stop);
+                let confined = if crate::seccomp::enabled() {
+                    crate::seccomp::confine_current_thread(crate::seccomp::ThreadKind::Vcpu)
+                } else {
+                    Ok(())
+                };
+                let reason = match confined {
+                    Ok(()) => self.run_loop(&stop),
+                    Err(e) => VcpuExitReason::Failed(format!("{e}")),
+                };
                 debug!(vcpu = id, ?reason, "vCPU thread ends");
                 if let Err(e) = exit_evt.write(1) {
                     warn!(vcpu = id, error = %e, "could not signal vCPU exit");

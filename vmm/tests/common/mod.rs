@@ -46,7 +46,10 @@ pub const OP_READ32: u32 = 2;
 pub const OP_OUTB: u32 = 5;
 pub const OP_INB: u32 = 6;
 
+/// Whether /dev/kvm can be used; also turns on seccomp for the vCPU threads (and the device
+/// workers they start) of every VM the tests build.
 pub fn kvm_usable() -> bool {
+    berth_vmm::seccomp::set_enabled(true);
     match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => true,
         Err(e) => {
@@ -198,6 +201,7 @@ pub fn config(drives: Vec<DriveConfig>) -> VmConfig {
         serial: SerialConfig::Off,
         net: vec![],
         vsock: None,
+        exit_on_port: None,
     }
 }
 
