@@ -283,3 +283,46 @@ pub fn wait_used(mem: &GuestMemory, driver: &mut DriverQueue) -> (u32, u32) {
         std::thread::sleep(Duration::from_micros(50));
     }
 }
+
+/// A minimal ELF64 "kernel": one PT_LOAD of `code` at physical 2 MiB and a Xen PVH note
+/// (XEN_ELFNOTE_PHYS32_ENTRY) pointing at the same place, so that QEMU accepts it too. The ELF
+/// entry is the same address; the test code must not depend on the CPU mode.
+pub fn pvh_elf(code: &[u8]) -> Vec<u8> {
+    const BASE: u64 = 0x20_0000;
+    let mut f = vec![0u8; 0x1000];
+    let put16 = |f: &mut [u8], at: usize, v: u16| f[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 = |f: &mut [u8], at: usize, v: u32| f[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 = |f: &mut [u8], at: usize, v: u64| f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    put16(&mut f, 16, 2); // ET_EXEC
+    put16(&mut f, 18, 62); // x86_64
+    put32(&mut f, 20, 1);
+    put64(&mut f, 24, BASE); // entry
+    put64(&mut f, 32, 64); // phoff
+    put16(&mut f, 52, 64); // ehsize
+    put16(&mut f, 54, 56); // phentsize
+    put16(&mut f, 56, 2); // phnum
+                          // PT_LOAD
+    put32(&mut f, 64, 1);
+    put32(&mut f, 68, 5);
+    put64(&mut f, 72, 0x1000);
+    put64(&mut f, 80, BASE);
+    put64(&mut f, 88, BASE);
+    put64(&mut f, 96, code.len() as u64);
+    put64(&mut f, 104, code.len() as u64);
+    put64(&mut f, 112, 0x1000);
+    // PT_NOTE at 0x100: namesz 4, descsz 4, type 18, "Xen\0", entry.
+    put32(&mut f, 120, 4); // PT_NOTE
+    put32(&mut f, 124, 4); // PF_R
+    put64(&mut f, 128, 0x100); // offset
+    put64(&mut f, 152, 20); // filesz
+    put64(&mut f, 160, 20); // memsz
+    put64(&mut f, 168, 4); // align
+    put32(&mut f, 0x100, 4);
+    put32(&mut f, 0x104, 4);
+    put32(&mut f, 0x108, 18);
+    f[0x10c..0x110].copy_from_slice(b"Xen\0");
+    put32(&mut f, 0x110, BASE as u32);
+    f.extend_from_slice(code);
+    f
+}
