@@ -14,6 +14,7 @@ mod namespaces;
 pub mod process;
 pub mod protocol;
 pub mod rootfs;
+pub mod server;
 pub mod spec;
 pub mod stdio;
 pub mod syscall;
