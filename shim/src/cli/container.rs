@@ -10,6 +10,14 @@ pub struct CreateArgs {
     /// Which runtime isolates the container: `ns` (Linux namespaces) or `vm` (a microVM).
     #[arg(long, env = "BERTH_RUNTIME", default_value = "ns")]
     pub runtime: String,
+    /// With --runtime=vm: the program that runs the VM, `builtin` (berth-vmm, KVM) or `qemu`
+    /// (default: the fastest that can boot the guest here).
+    #[arg(long, env = "BERTH_HYPERVISOR", value_parser = ["builtin", "qemu"])]
+    pub hypervisor: Option<String>,
+    /// With --runtime=vm: `kvm` (hardware) or `tcg` (QEMU's emulation; default: kvm where it
+    /// can boot the guest).
+    #[arg(long, env = "BERTH_ACCEL", value_parser = ["kvm", "tcg"])]
+    pub accel: Option<String>,
     /// Keep standard input open.
     #[arg(short, long)]
     pub interactive: bool,

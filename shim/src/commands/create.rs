@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::options::{self, OptionError};
 use crate::reference::Reference;
 use crate::registry::{self, PullOptions};
-use crate::runtime;
+use crate::runtime::{self, RuntimeError};
 use crate::store::{Image, ImageStore, StoreError};
 
 use super::CommandError;
@@ -48,6 +48,20 @@ fn find_or_pull(images: &ImageStore, name: &str, policy: &str) -> Result<Image, 
 /// Validates everything, then writes the container; nothing is written when anything is wrong.
 pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRecord, CommandError> {
     runtime::for_name(&args.runtime)?;
+    let vm = args.runtime == "vm";
+    if vm && !args.volume.is_empty() {
+        return Err(CommandError::Refused(
+            "-v/--volume is not supported with --runtime=vm: the VM cannot see host folders \
+             (berth has no virtio-fs or 9p share yet); use --runtime=ns, or put the files in \
+             the image"
+                .into(),
+        ));
+    }
+    if !vm && (args.hypervisor.is_some() || args.accel.is_some()) {
+        return Err(CommandError::Refused(
+            "--hypervisor and --accel only apply to --runtime=vm".into(),
+        ));
+    }
     let images = ImageStore::open(&ctx.root)?;
     let image = find_or_pull(&images, &args.image, &args.pull)?;
     let config = image.config.config().clone().unwrap_or_default();
@@ -119,6 +133,13 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
         }
     }
 
+    let (hypervisor, accel) = if vm {
+        runtime::vm::choose(&ctx.root, args.hypervisor.as_deref(), args.accel.as_deref())
+            .map_err(RuntimeError::from)?
+    } else {
+        (String::new(), String::new())
+    };
+
     let store = ContainerStore::open(&ctx.root)?;
     let (id, name) = store.new_identity(args.name.as_deref())?;
     let hostname = args
@@ -152,6 +173,8 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
             read_only: args.read_only,
             binds,
             auto_remove: args.rm,
+            hypervisor,
+            accel,
         },
         id,
     };

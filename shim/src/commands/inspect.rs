@@ -84,6 +84,19 @@ pub fn container_json(store: &ContainerStore, r: &ContainerRecord, s: &Container
         })
         .collect();
     let dir = store.dir(&r.id);
+    let vm = (r.host.runtime == "vm").then(|| {
+        let info = crate::runtime::vm::VmInfo::load(&dir).filter(|_| running);
+        json!({
+            "Hypervisor": r.host.hypervisor,
+            "Accel": r.host.accel,
+            "Pid": info.as_ref().map_or(0, |i| i.vmm_pid),
+            "VsockSocket": info.as_ref().map(|_| dir.join(crate::runtime::vm::VSOCK_SOCKET)),
+            "SerialLog": dir.join(crate::runtime::vm::SERIAL_LOG),
+            "MemoryMiB": info.as_ref().map(|i| i.memory_mib),
+            "Vcpus": info.as_ref().map(|i| i.vcpus),
+            "Disks": info.as_ref().map(|i| i.disks.clone()).unwrap_or_default(),
+        })
+    });
     json!({
         "Id": r.id,
         "Created": time(Some(r.created)),
@@ -108,6 +121,8 @@ pub fn container_json(store: &ContainerStore, r: &ContainerRecord, s: &Container
         "Driver": "overlay",
         "HostConfig": {
             "Runtime": r.host.runtime,
+            "Hypervisor": r.host.hypervisor,
+            "Accel": r.host.accel,
             "Binds": binds,
             "AutoRemove": r.host.auto_remove,
             "Memory": r.host.memory,
@@ -125,6 +140,7 @@ pub fn container_json(store: &ContainerStore, r: &ContainerRecord, s: &Container
             },
         },
         "Mounts": mounts,
+        "VM": vm,
         "Config": {
             "Hostname": r.hostname,
             "User": r.process.user,

@@ -38,6 +38,12 @@ pub struct HostConfig {
     pub read_only: bool,
     pub binds: Vec<BindMount>,
     pub auto_remove: bool,
+    /// `--runtime=vm`: the program that runs the VM (`builtin` or `qemu`); empty otherwise.
+    #[serde(default)]
+    pub hypervisor: String,
+    /// `--runtime=vm`: how the VM runs guest code (`kvm` or `tcg`); empty otherwise.
+    #[serde(default)]
+    pub accel: String,
 }
 
 /// Everything fixed at `create`.

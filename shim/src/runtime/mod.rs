@@ -1,9 +1,10 @@
 //! The runtimes that isolate a container, behind one trait: `ns` (Linux namespaces on the host)
-//! now, `vm` (a microVM running the same container code in the guest) later.
+//! and `vm` (a microVM per container, running the same container code in the guest).
 
 mod ns;
 pub mod spec;
 pub mod user;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -13,14 +14,15 @@ use nix::unistd::Pid;
 use crate::container::ContainerRecord;
 
 pub use ns::{ChildProcess, NamespaceRuntime};
+pub use vm::VmRuntime;
 
 /// A container runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("unknown runtime \"{0}\": berth has \"ns\" (namespaces) and \"vm\" (microVM)")]
     Unknown(String),
-    #[error("the vm runtime is not available yet in this build of berth: use --runtime=ns")]
-    VmUnavailable,
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
     #[error(transparent)]
     Spawn(#[from] berth_agent::SpawnError),
     #[error(transparent)]
@@ -42,6 +44,7 @@ impl RuntimeError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RuntimeError::Spawn(e) => e.exit_code(),
+            RuntimeError::Vm(e) => e.exit_code(),
             _ => 125,
         }
     }
@@ -101,7 +104,7 @@ pub trait Runtime {
 pub fn for_name(name: &str) -> Result<Box<dyn Runtime>, RuntimeError> {
     match name {
         "ns" => Ok(Box::new(NamespaceRuntime)),
-        "vm" => Err(RuntimeError::VmUnavailable),
+        "vm" => Ok(Box::new(VmRuntime)),
         other => Err(RuntimeError::Unknown(other.to_string())),
     }
 }

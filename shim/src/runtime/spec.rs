@@ -152,6 +152,7 @@ mod tests {
                     read_only: true,
                 }],
                 auto_remove: false,
+                ..HostConfig::default()
             },
         }
     }
