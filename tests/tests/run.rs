@@ -48,7 +48,14 @@ fn unknown_image_is_a_berth_error() {
     // A registry that refuses connections: fails fast, no network needed.
     let out = b.run(&["run", "--rm", "127.0.0.1:1/no/such-image:v1", "true"]);
     out.assert_code(125);
-    assert!(out.stderr.starts_with("berth: "), "{out}");
+    // Like Docker: first the notice that a pull is attempted, then berth's error.
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines[0].starts_with("Unable to find image"), "{out}");
+    assert!(
+        lines.last().unwrap().starts_with("berth: cannot pull"),
+        "{out}"
+    );
+    assert!(b.all_ids().is_empty(), "a failed run leaves no container: {out}");
 }
 
 #[test]
