@@ -12,6 +12,7 @@ use berth_vmm::vmm_config::{
 use berth_vmm::vstate::VcpuExitReason;
 use berth_vmm::{build_vm, seccomp, VmmExit};
 use clap::Parser;
+use tracing::debug;
 use vmm_sys_util::eventfd::EventFd;
 
 /// berth's built-in VMM: one KVM VM with virtio-blk drives, virtio-net, virtio-vsock and a
@@ -206,10 +207,20 @@ fn resolve(cli: &Cli) -> anyhow::Result<VmConfig> {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    let t0 = std::time::Instant::now();
+    // Without RUST_LOG, a fixed level: parsing an EnvFilter touches (and keeps resident) a lot
+    // of code for nothing.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cli = Cli::parse();
     let cfg = resolve(&cli)?;
     if cli.print_config {
@@ -219,10 +230,13 @@ fn run() -> anyhow::Result<ExitCode> {
     if cfg.boot_source.is_none() {
         anyhow::bail!("no kernel: pass --kernel or a config file with a boot-source");
     }
+    debug!(us = t0.elapsed().as_micros(), "configuration resolved");
     let mut vmm = build_vm(&cfg, None).context("could not build the VM")?;
+    debug!(us = t0.elapsed().as_micros(), "VM built");
     install_stop_handler(vmm.stop_evt()?)?;
     seccomp::set_enabled(!cli.no_seccomp);
     vmm.start().context("could not start the vCPUs")?;
+    debug!(us = t0.elapsed().as_micros(), "vCPUs started");
     if !cli.no_seccomp {
         seccomp::confine_current_thread(seccomp::ThreadKind::Vmm)
             .context("could not confine the VMM thread")?;

@@ -11,35 +11,28 @@
 //! No thread may open files, exec, fork without threads, mount, ptrace or make non-Unix sockets.
 //! A call outside the list kills the process (SECCOMP_RET_KILL_PROCESS).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use seccompiler::sock_filter;
 
-/// `KVM_RUN` = `_IO(KVMIO, 0x80)`.
-const KVM_RUN: u64 = 0xae80;
+// The rules themselves are compiled by build.rs; the crate uses them only to check the result.
+#[cfg_attr(not(test), allow(dead_code))]
+mod rules;
+
+pub use rules::{ThreadKind, KVM_RUN};
+
+/// The BPF programs, compiled from [`rules`] by `build.rs`.
+mod precompiled {
+    use super::sock_filter;
+    include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
+}
 
 /// Errors of [`confine_current_thread`].
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    /// The filter could not be compiled.
-    #[error("could not compile the seccomp filter for {0:?} threads")]
-    Build(ThreadKind, #[source] seccompiler::BackendError),
     /// The filter could not be installed.
-    #[error("could not install the seccomp filter")]
-    Apply(#[source] seccompiler::Error),
-}
-
-/// Which allow-list a thread gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadKind {
-    /// A vCPU thread (and the device workers it starts).
-    Vcpu,
-    /// The main thread that waits for VM events.
-    Vmm,
+    #[error("could not install the seccomp filter for {0:?} threads")]
+    Apply(ThreadKind, #[source] seccompiler::Error),
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -54,111 +47,17 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::SeqCst)
 }
 
-const COMMON: &[libc::c_long] = &[
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_lseek,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_close,
-    libc::SYS_fcntl,
-    libc::SYS_dup,
-    libc::SYS_fstat,
-    libc::SYS_statx,
-    libc::SYS_newfstatat,
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_mremap,
-    libc::SYS_mprotect,
-    libc::SYS_madvise,
-    libc::SYS_brk,
-    libc::SYS_futex,
-    libc::SYS_sched_yield,
-    libc::SYS_sched_getaffinity,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_sigaltstack,
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_getrandom,
-    libc::SYS_gettid,
-    libc::SYS_getpid,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    libc::SYS_rseq,
-    libc::SYS_set_robust_list,
-    libc::SYS_clone,
-    libc::SYS_clone3,
-    libc::SYS_prctl,
-    libc::SYS_poll,
-    libc::SYS_ppoll,
-    libc::SYS_eventfd2,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_wait,
-    libc::SYS_epoll_pwait,
-    libc::SYS_accept4,
-    libc::SYS_connect,
-    libc::SYS_shutdown,
-    libc::SYS_recvfrom,
-    libc::SYS_sendto,
-    libc::SYS_recvmsg,
-    libc::SYS_sendmsg,
-];
-
-const VMM_EXTRA: &[libc::c_long] = &[
-    libc::SYS_tgkill,
-    libc::SYS_rt_sigaction,
-    libc::SYS_signalfd4,
-    libc::SYS_unlink,
-    libc::SYS_unlinkat,
-];
-
-fn arg_eq(index: u8, value: u64) -> Result<SeccompRule, seccompiler::BackendError> {
-    SeccompRule::new(vec![SeccompCondition::new(
-        index,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        value,
-    )?])
-}
-
-/// The compiled filter for `kind`.
-pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    let build = |e| SeccompError::Build(kind, e);
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        COMMON.iter().map(|&nr| (nr, Vec::new())).collect();
-    // Unix sockets only (vsock's guest-initiated connections).
-    rules.insert(
-        libc::SYS_socket,
-        vec![arg_eq(0, libc::AF_UNIX as u64).map_err(build)?],
-    );
-    // FIONBIO: std's set_nonblocking (vsock sockets).
-    let mut ioctls = vec![arg_eq(1, libc::FIONBIO).map_err(build)?];
+/// The BPF program for `kind`, compiled at build time.
+pub fn filter(kind: ThreadKind) -> &'static [sock_filter] {
     match kind {
-        ThreadKind::Vcpu => ioctls.push(arg_eq(1, KVM_RUN).map_err(build)?),
-        ThreadKind::Vmm => rules.extend(VMM_EXTRA.iter().map(|&nr| (nr, Vec::new()))),
+        ThreadKind::Vcpu => precompiled::VCPU,
+        ThreadKind::Vmm => precompiled::VMM,
     }
-    rules.insert(libc::SYS_ioctl, ioctls);
-    let f = SeccompFilter::new(
-        rules,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(build)?;
-    f.try_into().map_err(build)
 }
 
 /// Confines the calling thread (and threads it starts later) to `kind`'s allow-list.
 pub fn confine_current_thread(kind: ThreadKind) -> Result<(), SeccompError> {
-    let prog = filter(kind)?;
-    seccompiler::apply_filter(&prog).map_err(SeccompError::Apply)
+    seccompiler::apply_filter(filter(kind)).map_err(|e| SeccompError::Apply(kind, e))
 }
 
 #[cfg(test)]
@@ -183,17 +82,24 @@ mod tests {
     }
 
     #[test]
-    fn filters_compile() {
-        assert!(!filter(ThreadKind::Vcpu).unwrap().is_empty());
-        assert!(!filter(ThreadKind::Vmm).unwrap().is_empty());
+    fn precompiled_filters_match_the_rules() {
+        for kind in ThreadKind::ALL {
+            let prog: seccompiler::BpfProgram =
+                rules::seccomp_filter(kind).unwrap().try_into().unwrap();
+            assert!(!prog.is_empty());
+            assert!(
+                prog == filter(kind),
+                "{kind:?}: rebuild to refresh the filter"
+            );
+        }
     }
 
     #[test]
     fn confined_vcpu_thread_is_killed_outside_its_allow_list() {
-        let prog = filter(ThreadKind::Vcpu).unwrap();
+        let prog = filter(ThreadKind::Vcpu);
         // Allowed calls work: write to a pipe, KVM_RUN on a bad fd fails with EBADF, not SIGSYS.
         let status = in_child(|| {
-            if seccompiler::apply_filter(&prog).is_err() {
+            if seccompiler::apply_filter(prog).is_err() {
                 return 10;
             }
             let buf = [0u8; 1];
@@ -214,7 +120,7 @@ mod tests {
 
         // openat is not on the list: the process dies of SIGSYS.
         let status = in_child(|| {
-            if seccompiler::apply_filter(&prog).is_err() {
+            if seccompiler::apply_filter(prog).is_err() {
                 return 10;
             }
             // SAFETY: the path is a valid C string.
@@ -227,7 +133,7 @@ mod tests {
         // Neither is an ioctl other than KVM_RUN, nor an inet socket.
         for call in [0, 1] {
             let status = in_child(|| {
-                if seccompiler::apply_filter(&prog).is_err() {
+                if seccompiler::apply_filter(prog).is_err() {
                     return 10;
                 }
                 if call == 0 {
@@ -246,9 +152,9 @@ mod tests {
 
     #[test]
     fn confined_vmm_thread_may_kick_but_not_exec() {
-        let prog = filter(ThreadKind::Vmm).unwrap();
+        let prog = filter(ThreadKind::Vmm);
         let status = in_child(|| {
-            if seccompiler::apply_filter(&prog).is_err() {
+            if seccompiler::apply_filter(prog).is_err() {
                 return 10;
             }
             // SAFETY: signal 0 to ourselves only checks permission.

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
-use kvm_bindings::{kvm_regs, kvm_sregs, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_regs, kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tracing::{debug, warn};
 use vmm_sys_util::eventfd::EventFd;
@@ -92,8 +92,15 @@ fn install_kick_handler() -> Result<(), VcpuError> {
 }
 
 impl Vcpu {
-    /// Creates vCPU `id` with the host-supported CPUID.
-    pub fn new(vm: &Vm, id: u8, pio_bus: Arc<Bus>, mmio_bus: Arc<Bus>) -> Result<Self, VcpuError> {
+    /// Creates vCPU `id` with `cpuid` (the host-supported CPUID, see [`Vm::supported_cpuid`]),
+    /// adjusted for this vCPU.
+    pub fn new(
+        vm: &Vm,
+        id: u8,
+        cpuid: &CpuId,
+        pio_bus: Arc<Bus>,
+        mmio_bus: Arc<Bus>,
+    ) -> Result<Self, VcpuError> {
         let fd = vm
             .fd()
             .create_vcpu(u64::from(id))
@@ -104,15 +111,7 @@ impl Vcpu {
             pio_bus,
             mmio_bus,
         };
-        let cpuid = vm
-            .kvm()
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|source| VcpuError::Regs {
-                what: "read supported CPUID",
-                id,
-                source,
-            })?;
-        vcpu.set_cpuid(cpuid)?;
+        vcpu.set_cpuid(cpuid.clone())?;
         Ok(vcpu)
     }
 
@@ -190,6 +189,7 @@ impl Vcpu {
                 } else {
                     Ok(())
                 };
+                debug!(vcpu = id, "vCPU thread runs");
                 let reason = match confined {
                     Ok(()) => self.run_loop(&stop),
                     Err(e) => VcpuExitReason::Failed(format!("{e}")),

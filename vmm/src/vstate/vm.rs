@@ -1,6 +1,9 @@
 //! The KVM VM: memory slots, in-kernel irqchip (PIC + IOAPIC + LAPICs) and PIT.
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -40,6 +43,9 @@ pub enum VmError {
     /// KVM_CREATE_PIT2 failed.
     #[error("could not create the in-kernel PIT")]
     Pit(#[source] kvm_ioctls::Error),
+    /// KVM_GET_SUPPORTED_CPUID failed.
+    #[error("could not read the CPUID KVM supports")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
 }
 
 /// A KVM VM.
@@ -97,6 +103,14 @@ impl Vm {
             ..Default::default()
         };
         self.fd.create_pit2(pit).map_err(VmError::Pit)
+    }
+
+    /// The CPUID leaves KVM can give a guest on this host (one ioctl, costly under nested
+    /// virtualization: read it once per VM).
+    pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::SupportedCpuid)
     }
 
     /// The system KVM handle.
