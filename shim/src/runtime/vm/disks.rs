@@ -122,7 +122,10 @@ mod tests {
     fn sizes_leave_room() {
         assert_eq!(image_size(0, 0), 4 * MIB);
         let size = image_size(10 * MIB, 1000);
-        assert!(size >= 12 * MIB + 256_000 && size.is_multiple_of(MIB), "{size}");
+        assert!(
+            size >= 12 * MIB + 256_000 && size.is_multiple_of(MIB),
+            "{size}"
+        );
     }
 
     #[test]

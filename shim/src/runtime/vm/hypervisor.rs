@@ -155,7 +155,16 @@ pub fn spawn(command: &mut Command, dir: &Path) -> io::Result<Child> {
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            // Close-on-exec rather than closed: std's exec-error pipe must keep working.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            }
             Ok(())
         });
     }

@@ -360,7 +360,11 @@ impl VmRuntime {
         drop(launched.helpers);
 
         let mut control = Agent::wait_ready(dir, boot_timeout(), || {
-            vmm.try_wait().ok().flatten().map(|s| s.to_string())
+            let status = vmm.try_wait().ok().flatten()?;
+            Some(match last_line(&dir.join(hypervisor::VMM_LOG)) {
+                Some(line) => format!("{status}: {line}"),
+                None => status.to_string(),
+            })
         })?;
         tracing::debug!(elapsed = ?started.elapsed(), "vm runtime: the guest agent answered");
         let attached = stdio::attach(dir, &record.id, launch.stdio, record.process.interactive)?;
@@ -442,10 +446,11 @@ impl VmRuntime {
             process = process.capabilities(caps);
         }
         let process = process.build().map_err(spec_err)?;
-        let interactive = matches!(
-            &launch.stdio,
-            berth_agent::Stdio::Fds { .. } | berth_agent::Stdio::ConsoleSocket { .. }
-        );
+        // `exec` without -i gets /dev/null as stdin from the session.
+        let interactive = match &launch.stdio {
+            berth_agent::Stdio::Fds { stdin, .. } => !is_dev_null(stdin),
+            _ => true,
+        };
         let exec_id = format!("exec-{}", random_hex());
         let mut control = Agent::connect(dir, Duration::from_secs(5))?;
         control.set_timeout(Some(Duration::from_secs(60)))?;
@@ -475,6 +480,24 @@ impl VmRuntime {
             main: false,
         }))
     }
+}
+
+/// The last non-empty line of a log file.
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+}
+
+fn is_dev_null(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(file) = fd.try_clone().map(std::fs::File::from) else {
+        return false;
+    };
+    file.metadata()
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == nix::sys::stat::makedev(1, 3))
 }
 
 fn random_hex() -> String {

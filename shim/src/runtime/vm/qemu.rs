@@ -86,9 +86,8 @@ fn arguments(config: &VmConfig<'_>, vsock: bool) -> Vec<String> {
         args.push("-chardev".into());
         args.push(format!("socket,id=vs,path={VHOST_SOCKET}"));
         args.push("-device".into());
-        args.push(format!(
-            "vhost-user-vsock-device,chardev=vs,guest-cid={GUEST_CID}"
-        ));
+        // The guest's cid is the backend's (vhost-device-vsock --guest-cid).
+        args.push("vhost-user-vsock-device,chardev=vs".into());
     }
     args
 }
@@ -246,7 +245,7 @@ mod tests {
         );
         assert!(args.contains("virtio-blk-device,drive=l1"), "{args}");
         assert!(
-            args.contains("vhost-user-vsock-device,chardev=vs,guest-cid=3"),
+            args.contains("vhost-user-vsock-device,chardev=vs"),
             "{args}"
         );
         assert!(!arguments(&config, false).join(" ").contains("vsock"));
