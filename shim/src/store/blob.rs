@@ -1,12 +1,15 @@
-//! Verified, atomic blob writes and layer compression detection.
+//! Verified, atomic blob writes, layer compression detection, and the store's blobs
+//! under `blobs/sha256/`.
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
+use oci_spec::image::{ImageConfiguration, ImageManifest};
 use sha2::{Digest as _, Sha256};
 
-use super::StoreError;
+use super::error::{blob_err, io_err};
+use super::{ImageStore, StoreError};
 
 /// Formats a finished hasher as `sha256:<hex>`.
 pub fn finish(hasher: Sha256) -> String {
@@ -209,5 +212,101 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match r {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+impl ImageStore {
+    /// Path of a blob (whether or not it exists).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.blobs.join(digest_hex(digest)?))
+    }
+
+    /// Whether the blob is present.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Starts writing a blob; `expected` is checked on commit.
+    pub fn blob_writer(&self, expected: Option<&str>) -> Result<BlobWriter, StoreError> {
+        BlobWriter::new(&self.tmp, &self.blobs, expected)
+    }
+
+    /// Stores `data` as a blob (checking `expected` if given) and returns its digest.
+    pub fn put_blob(&self, data: &[u8], expected: Option<&str>) -> Result<String, StoreError> {
+        let mut w = self.blob_writer(expected)?;
+        w.write_all(data).map_err(io_err(&self.tmp))?;
+        Ok(w.commit()?.0)
+    }
+
+    /// Copies `reader` into the store as a blob (checking `expected` if given).
+    pub fn put_blob_from(
+        &self,
+        reader: &mut dyn Read,
+        expected: Option<&str>,
+    ) -> Result<(String, u64), StoreError> {
+        let mut w = self.blob_writer(expected)?;
+        io::copy(reader, &mut w).map_err(io_err(&self.tmp))?;
+        w.commit()
+    }
+
+    /// A blob's bytes.
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest)?;
+        fs::read(&path).map_err(blob_err(digest, &path))
+    }
+
+    /// Parses a stored image manifest.
+    pub fn read_manifest(&self, digest: &str) -> Result<ImageManifest, StoreError> {
+        let data = self.read_blob(digest)?;
+        ImageManifest::from_reader(&data[..]).map_err(|source| StoreError::Parse {
+            what: "image manifest",
+            digest: digest.to_string(),
+            source,
+        })
+    }
+
+    /// Parses a stored image config.
+    pub fn read_config(&self, digest: &str) -> Result<ImageConfiguration, StoreError> {
+        let data = self.read_blob(digest)?;
+        ImageConfiguration::from_reader(&data[..]).map_err(|source| StoreError::Parse {
+            what: "image config",
+            digest: digest.to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::tests::tmp_is_empty;
+    use super::*;
+
+    #[test]
+    fn digest_mismatch_leaves_no_blob() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        let wrong = sha256_digest(b"something else");
+        let err = store.put_blob(b"hello", Some(&wrong)).unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert!(!store.has_blob(&wrong));
+        assert!(!store.has_blob(&sha256_digest(b"hello")));
+        assert!(tmp_is_empty(&store));
+        // The right digest works.
+        let right = sha256_digest(b"hello");
+        assert_eq!(store.put_blob(b"hello", Some(&right)).unwrap(), right);
+        assert_eq!(store.read_blob(&right).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        let mut w = store.blob_writer(None).unwrap();
+        w.write_all(b"partial").unwrap();
+        assert!(!tmp_is_empty(&store));
+        drop(w); // like a killed pull
+        assert!(tmp_is_empty(&store));
+        assert_eq!(fs::read_dir(&store.blobs).unwrap().count(), 0);
     }
 }
