@@ -249,6 +249,35 @@ fn shut_down(dir: &Path, info: &VmInfo) {
     }
 }
 
+/// The monitor records the exit after `release`, and the recorded pid is the VMM's, which
+/// `release` stops: a berth command looking in between would take the container for lost
+/// (exit 255). So the exit the agent reported is recorded first, as the monitor will.
+fn record_exit_early(dir: &Path, record: &ContainerRecord) {
+    let Some(exit) = std::fs::read(dir.join("vm-exit.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
+    else {
+        return;
+    };
+    let Ok(store) = ContainerStore::open(&berth_root(dir)) else {
+        return;
+    };
+    let Ok(_lock) = store.lock(&record.id) else {
+        return;
+    };
+    if let Ok(mut state) = store.load_state(&record.id) {
+        if state.status == crate::container::Status::Running {
+            state.status = crate::container::Status::Exited;
+            state.exit_code = Some(exit.exit_code);
+            state.oom_killed = exit.oom_killed;
+            state.pid = None;
+            state.pid_start_time = None;
+            state.finished_at = Some(chrono::Utc::now());
+            let _ = store.save_state(&record.id, &state);
+        }
+    }
+}
+
 /// Kills a VM that is being started and failed on the way.
 struct LaunchGuard<'a> {
     dir: &'a Path,
@@ -735,6 +764,7 @@ impl Runtime for VmRuntime {
             return Ok(());
         };
         if let Some(info) = VmInfo::load(&dir) {
+            record_exit_early(&dir, record);
             shut_down(&dir, &info);
         }
         Ok(())
