@@ -682,10 +682,12 @@ fn finish(entry: &Entry, launched: Launched, prepared: Option<Prepared>, cgroup:
         .is_some_and(|n| n > 0);
     *lock(&entry.state) = State::Exited;
     drop(launched.tty);
-    entry.done.set(Ok(Exit { code, oom_killed }));
+    // Unmount before answering waiters, so a finished container leaves nothing
+    // mounted by the time Wait returns.
     if let Some(mut prepared) = prepared {
         prepared.undo();
     }
+    entry.done.set(Ok(Exit { code, oom_killed }));
     if let Some(cgroup) = cgroup {
         if let Err(e) = cgroup.destroy() {
             tracing::warn!("failed to remove a container cgroup: {e}");
