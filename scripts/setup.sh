@@ -9,7 +9,9 @@
 # 3. builds the workspace in release mode;
 # 4. builds the busybox image from Debian's busybox-static and imports it into
 #    the default store (/var/lib/berth, or $BERTH_ROOT) as busybox:latest;
-# 5. runs the main job: berth run --rm busybox echo "hello from berth".
+# 5. runs the main job: berth run --rm busybox echo "hello from berth";
+# 6. installs QEMU and vhost-device-vsock, and builds the guest kernel (cached) and the
+#    guest agent's initramfs, for --runtime=vm.
 #
 # Safe to run again: every step is idempotent.
 set -euo pipefail
@@ -95,5 +97,16 @@ step 'berth run --rm busybox echo "hello from berth"'
 out=$("$berth" run --rm busybox echo "hello from berth")
 printf '%s\n' "$out"
 [ "$out" = "hello from berth" ] || die "expected \"hello from berth\", got \"$out\""
+
+# --- 6. what --runtime=vm needs ----------------------------------------------
+# QEMU, e2fsprogs, cpio and vhost-device-vsock; the guest kernel (cached outside the repo,
+# keyed by its config fragments and the kernel source version: slow only the first time);
+# the initramfs holding the static guest agent as /init.
+step "installing what --runtime=vm needs (QEMU, vhost-device-vsock, ...)"
+scripts/install-vm-deps.sh
+step "building the guest kernel (cached in \${XDG_CACHE_HOME:-\$HOME/.cache}/berth)"
+scripts/build-guest-kernel.sh
+step "building the guest agent's initramfs"
+scripts/build-initramfs.sh
 
 step "set-up done; run the tests with ./scripts/test.sh"
