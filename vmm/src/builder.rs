@@ -14,6 +14,7 @@ use tracing::debug;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::arch::mptable;
 use crate::devices::legacy::exit_port::ExitPort;
 use crate::devices::legacy::{i8042, serial, SerialDevice, SerialOutput, I8042};
 use crate::devices::virtio::block::{Block, BlockError, BlockMetrics};
@@ -75,6 +76,9 @@ pub enum BuildError {
     /// More devices than interrupt lines.
     #[error("too many virtio devices: out of interrupt lines")]
     OutOfIrqs,
+    /// The MP table could not be written.
+    #[error("could not write the MP table")]
+    MpTable(#[source] mptable::MpTableError),
     /// The kernel could not be loaded.
     #[error("could not load the kernel")]
     Loader(#[source] LoaderError),
@@ -377,6 +381,7 @@ fn build_devices_and_boot(
     let vsock = attach_vsock(cfg, &mut placer)?;
     let devices = placer.placed;
 
+    mptable::setup_mptable(mem, cfg.machine.vcpu_count).map_err(BuildError::MpTable)?;
     let boot = match &cfg.boot_source {
         Some(boot_cfg) => {
             Some(loader::load_linux(mem, boot_cfg, &devices).map_err(BuildError::Loader)?)
@@ -434,8 +439,15 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
 
     let mut vcpus = Vec::new();
     for id in 0..cfg.machine.vcpu_count {
-        let vcpu = Vcpu::new(&vm, id, &cpuid, pio_bus.clone(), mmio_bus.clone())
-            .map_err(BuildError::Vcpu)?;
+        let vcpu = Vcpu::new(
+            &vm,
+            id,
+            cfg.machine.vcpu_count,
+            &cpuid,
+            pio_bus.clone(),
+            mmio_bus.clone(),
+        )
+        .map_err(BuildError::Vcpu)?;
         if let Some(boot) = &boot {
             loader::configure_vcpu(&vcpu, &mem, boot).map_err(BuildError::Loader)?;
         }

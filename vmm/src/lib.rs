@@ -11,9 +11,11 @@
 //! - [`devices`]: legacy devices (serial, i8042) and virtio devices over the virtio-mmio
 //!   transport (block).
 //! - [`loader`]: ELF kernel loading, `boot_params`, e820 and command line.
+//! - [`arch`]: MP table, per-vCPU CPUID, boot MSRs and local APIC set-up.
 
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod builder;
 pub mod devices;
 pub mod loader;

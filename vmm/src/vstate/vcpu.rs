@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
-use kvm_bindings::{kvm_regs, kvm_sregs, CpuId};
+use kvm_bindings::{kvm_regs, kvm_sregs, CpuId, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tracing::{debug, warn};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::vm::Vm;
+use crate::arch::{cpuid, lapic, msr};
 use crate::devices::Bus;
 
 /// Offset from SIGRTMIN of the signal used to kick vCPU threads out of KVM_RUN.
@@ -38,6 +39,19 @@ pub enum VcpuError {
         /// The cause.
         #[source]
         source: kvm_ioctls::Error,
+    },
+    /// The boot MSR list could not be built.
+    #[error("could not build the boot MSR list")]
+    MsrList(#[source] vmm_sys_util::fam::Error),
+    /// KVM set fewer boot MSRs than asked.
+    #[error("KVM set {set} of the {wanted} boot MSRs of vCPU {id}")]
+    MsrsRefused {
+        /// vCPU index.
+        id: u8,
+        /// How many KVM set.
+        set: usize,
+        /// How many were asked.
+        wanted: usize,
     },
     /// The kick signal handler could not be installed.
     #[error("could not install the vCPU kick signal handler")]
@@ -92,11 +106,13 @@ fn install_kick_handler() -> Result<(), VcpuError> {
 }
 
 impl Vcpu {
-    /// Creates vCPU `id` with `cpuid` (the host-supported CPUID, see [`Vm::supported_cpuid`]),
-    /// adjusted for this vCPU.
+    /// Creates vCPU `id` of `count` with `cpuid` (the host-supported CPUID, see
+    /// [`Vm::supported_cpuid`]) adjusted for it ([`cpuid::normalize`]), the boot MSRs
+    /// ([`msr::BOOT_MSRS`]) and its local APIC's LINT0/LINT1 ([`lapic::set_lint`]).
     pub fn new(
         vm: &Vm,
         id: u8,
+        count: u8,
         cpuid: &CpuId,
         pio_bus: Arc<Bus>,
         mmio_bus: Arc<Bus>,
@@ -111,23 +127,42 @@ impl Vcpu {
             pio_bus,
             mmio_bus,
         };
-        vcpu.set_cpuid(cpuid.clone())?;
+        let mut cpuid = cpuid.clone();
+        cpuid::normalize(cpuid.as_mut_slice(), id, count);
+        vcpu.fd
+            .set_cpuid2(&cpuid)
+            .map_err(|source| vcpu.regs_err("set CPUID", source))?;
+        vcpu.set_boot_msrs()?;
+        vcpu.set_lint()?;
         Ok(vcpu)
     }
 
-    fn set_cpuid(&self, mut cpuid: CpuId) -> Result<(), VcpuError> {
-        for entry in cpuid.as_mut_slice() {
-            match entry.function {
-                // Initial APIC id in EBX[31:24].
-                1 => entry.ebx = (entry.ebx & 0x00ff_ffff) | (u32::from(self.id) << 24),
-                // x2APIC id.
-                0xb | 0x1f => entry.edx = u32::from(self.id),
-                _ => {}
-            }
+    fn set_boot_msrs(&self) -> Result<(), VcpuError> {
+        let entries = msr::boot_msr_entries();
+        let msrs = Msrs::from_entries(&entries).map_err(VcpuError::MsrList)?;
+        let set = self
+            .fd
+            .set_msrs(&msrs)
+            .map_err(|source| self.regs_err("set boot MSRs", source))?;
+        if set != entries.len() {
+            return Err(VcpuError::MsrsRefused {
+                id: self.id,
+                set,
+                wanted: entries.len(),
+            });
         }
+        Ok(())
+    }
+
+    fn set_lint(&self) -> Result<(), VcpuError> {
+        let mut state = self
+            .fd
+            .get_lapic()
+            .map_err(|source| self.regs_err("read the local APIC", source))?;
+        lapic::set_lint(&mut state, self.id == 0);
         self.fd
-            .set_cpuid2(&cpuid)
-            .map_err(|source| self.regs_err("set CPUID", source))
+            .set_lapic(&state)
+            .map_err(|source| self.regs_err("set the local APIC", source))
     }
 
     fn regs_err(&self, what: &'static str, source: kvm_ioctls::Error) -> VcpuError {
