@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use kvm_bindings::{kvm_regs, kvm_segment};
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
@@ -41,6 +41,17 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const EBDA_START: u64 = 0x9fc00;
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
+
+/// The PVH `hvm_start_info` (56 bytes), for ELFs with XEN_ELFNOTE_PHYS32_ENTRY.
+pub const PVH_INFO_START: u64 = 0x6000;
+/// The PVH module list (one `hvm_modlist_entry`, 32 bytes: the initramfs).
+pub const PVH_MODLIST_START: u64 = 0x6040;
+/// The PVH memory map (`hvm_memmap_table_entry`s, 24 bytes each).
+pub const PVH_MEMMAP_START: u64 = 0x6100;
+/// `hvm_start_info.magic`.
+pub const XEN_HVM_START_MAGIC_VALUE: u32 = 0x336e_c578;
+/// e820 type of reserved memory.
+pub const E820_RESERVED: u32 = 2;
 
 /// A virtio-mmio device to announce on the kernel command line.
 #[derive(Debug, Clone, Copy)]
@@ -142,13 +153,9 @@ pub fn load_linux(
         params.hdr.ramdisk_image = addr.raw_value() as u32;
         params.hdr.ramdisk_size = size as u32;
     }
-    let mut e820 = vec![(0, EBDA_START)];
-    let last = mem.last_addr().raw_value() + 1;
-    if last <= MMIO_MEM_START {
-        e820.push((HIMEM_START, last - HIMEM_START));
-    } else {
-        e820.push((HIMEM_START, MMIO_MEM_START - HIMEM_START));
-        e820.push((FIRST_ADDR_PAST_32BITS, last - FIRST_ADDR_PAST_32BITS));
+    let e820 = ram_map(mem);
+    if pvh_entry.is_some() {
+        write_pvh_start_info(mem, &e820, initrd)?;
     }
     for (i, (addr, size)) in e820.iter().enumerate() {
         params.e820_table[i] = boot_e820_entry {
@@ -171,6 +178,73 @@ pub fn load_linux(
         initrd,
         cmdline: cmdline_str,
     })
+}
+
+/// The usable RAM ranges (address, size) reported to the guest.
+fn ram_map(mem: &GuestMemory) -> Vec<(u64, u64)> {
+    let mut e820 = vec![(0, EBDA_START)];
+    let last = mem.last_addr().raw_value() + 1;
+    if last <= MMIO_MEM_START {
+        e820.push((HIMEM_START, last - HIMEM_START));
+    } else {
+        e820.push((HIMEM_START, MMIO_MEM_START - HIMEM_START));
+        e820.push((FIRST_ADDR_PAST_32BITS, last - FIRST_ADDR_PAST_32BITS));
+    }
+    e820
+}
+
+/// Writes `hvm_start_info` at [`PVH_INFO_START`], the initramfs module entry and the memory map
+/// (RAM ranges plus the MMIO gap as reserved) for the PVH entry point.
+fn write_pvh_start_info(
+    mem: &GuestMemory,
+    ram: &[(u64, u64)],
+    initrd: Option<(GuestAddress, u64)>,
+) -> Result<(), LoaderError> {
+    let mut memmap = Vec::new();
+    let mut entry = |addr: u64, size: u64, kind: u32| {
+        memmap.extend_from_slice(&addr.to_le_bytes());
+        memmap.extend_from_slice(&size.to_le_bytes());
+        memmap.extend_from_slice(&kind.to_le_bytes());
+        memmap.extend_from_slice(&0u32.to_le_bytes());
+    };
+    for &(addr, size) in ram {
+        entry(addr, size, E820_RAM);
+    }
+    entry(
+        MMIO_MEM_START,
+        FIRST_ADDR_PAST_32BITS - MMIO_MEM_START,
+        E820_RESERVED,
+    );
+    let entries = (memmap.len() / 24) as u32;
+    mem.write_slice(&memmap, GuestAddress(PVH_MEMMAP_START))
+        .map_err(LoaderError::Memory)?;
+
+    let nr_modules = match initrd {
+        Some((addr, size)) => {
+            let mut m = Vec::with_capacity(32);
+            m.extend_from_slice(&addr.raw_value().to_le_bytes());
+            m.extend_from_slice(&size.to_le_bytes());
+            m.extend_from_slice(&[0; 16]); // no module command line, reserved
+            mem.write_slice(&m, GuestAddress(PVH_MODLIST_START))
+                .map_err(LoaderError::Memory)?;
+            1u32
+        }
+        None => 0,
+    };
+    let mut info = Vec::with_capacity(56);
+    info.extend_from_slice(&XEN_HVM_START_MAGIC_VALUE.to_le_bytes());
+    info.extend_from_slice(&1u32.to_le_bytes()); // version
+    info.extend_from_slice(&0u32.to_le_bytes()); // flags
+    info.extend_from_slice(&nr_modules.to_le_bytes());
+    let modlist = if nr_modules > 0 { PVH_MODLIST_START } else { 0 };
+    info.extend_from_slice(&modlist.to_le_bytes());
+    info.extend_from_slice(&CMDLINE_START.to_le_bytes());
+    info.extend_from_slice(&0u64.to_le_bytes()); // rsdp_paddr: no ACPI
+    info.extend_from_slice(&PVH_MEMMAP_START.to_le_bytes());
+    info.extend_from_slice(&entries.to_le_bytes());
+    info.extend_from_slice(&0u32.to_le_bytes());
+    mem.write_slice(&info, GuestAddress(PVH_INFO_START))
+        .map_err(LoaderError::Memory)
 }
 
 fn load_initrd(
@@ -206,7 +280,15 @@ fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 fn segment(entry: u64, index: u16) -> kvm_segment {
     kvm_segment {
         base: ((entry >> 16) & 0xff_ffff) | (((entry >> 56) & 0xff) << 24),
-        limit: ((((entry >> 48) & 0xf) << 16) | (entry & 0xffff)) as u32,
+        // KVM takes the limit in bytes: scale a page-granular one.
+        limit: {
+            let raw = ((((entry >> 48) & 0xf) << 16) | (entry & 0xffff)) as u32;
+            if (entry >> 55) & 1 == 1 {
+                (raw << 12) | 0xfff
+            } else {
+                raw
+            }
+        },
         selector: index * 8,
         type_: ((entry >> 40) & 0xf) as u8,
         present: ((entry >> 47) & 1) as u8,
@@ -221,8 +303,68 @@ fn segment(entry: u64, index: u16) -> kvm_segment {
     }
 }
 
-/// Puts a vCPU in 64-bit mode at the kernel's entry point (Linux 64-bit boot protocol).
+/// Puts a vCPU at the kernel's entry: the PVH entry when the ELF has one (32-bit protected
+/// mode, paging off, flat CS/DS, EBX = `hvm_start_info`), else the 64-bit entry of the Linux
+/// boot protocol.
 pub fn configure_vcpu(vcpu: &Vcpu, mem: &GuestMemory, boot: &BootInfo) -> Result<(), LoaderError> {
+    match boot.pvh_entry {
+        Some(entry) => configure_vcpu_pvh(vcpu, mem, entry),
+        None => configure_vcpu_64(vcpu, mem, boot),
+    }
+}
+
+/// The flat 32-bit GDT of the PVH entry: null, code32, data, TSS.
+pub const PVH_GDT: [u64; 4] = [
+    0,
+    0x00cf_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x0000_8b00_0000_0067,
+];
+
+/// The special registers of the PVH entry, from `sregs` (the vCPU's reset state).
+pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    sregs.gdt.base = BOOT_GDT_START;
+    sregs.gdt.limit = (std::mem::size_of_val(&PVH_GDT) - 1) as u16;
+    sregs.idt.base = BOOT_IDT_START;
+    sregs.idt.limit = 7;
+    sregs.cs = segment(PVH_GDT[1], 1);
+    let data = segment(PVH_GDT[2], 2);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = segment(PVH_GDT[3], 3);
+    sregs.cr0 = 0x11; // PE | ET, paging off
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    sregs
+}
+
+fn configure_vcpu_pvh(
+    vcpu: &Vcpu,
+    mem: &GuestMemory,
+    entry: GuestAddress,
+) -> Result<(), LoaderError> {
+    for (i, e) in PVH_GDT.iter().enumerate() {
+        mem.write_obj(*e, GuestAddress(BOOT_GDT_START + 8 * i as u64))
+            .map_err(LoaderError::Memory)?;
+    }
+    mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
+        .map_err(LoaderError::Memory)?;
+    let sregs = pvh_sregs(vcpu.sregs().map_err(LoaderError::Vcpu)?);
+    vcpu.set_sregs(&sregs).map_err(LoaderError::Vcpu)?;
+    let regs = kvm_regs {
+        rflags: 2,
+        rip: entry.raw_value(),
+        rbx: PVH_INFO_START,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(LoaderError::Vcpu)
+}
+
+fn configure_vcpu_64(vcpu: &Vcpu, mem: &GuestMemory, boot: &BootInfo) -> Result<(), LoaderError> {
     // Flat GDT: null, code64, data, TSS.
     let gdt = [
         gdt_entry(0, 0, 0),
@@ -389,6 +531,102 @@ mod tests {
         );
     }
 
+    /// `tiny_vmlinux` plus a PT_NOTE with XEN_ELFNOTE_PHYS32_ENTRY = 0x200000.
+    fn tiny_pvh_elf(code: &[u8]) -> Vec<u8> {
+        let mut f = tiny_vmlinux(code);
+        f[56..58].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+        let ph = 64 + 56;
+        f[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        f[ph + 4..ph + 8].copy_from_slice(&4u32.to_le_bytes());
+        f[ph + 8..ph + 16].copy_from_slice(&0x200u64.to_le_bytes()); // p_offset
+        f[ph + 32..ph + 40].copy_from_slice(&20u64.to_le_bytes()); // p_filesz
+        f[ph + 40..ph + 48].copy_from_slice(&20u64.to_le_bytes());
+        f[ph + 48..ph + 56].copy_from_slice(&4u64.to_le_bytes());
+        let note = [4u32.to_le_bytes(), 4u32.to_le_bytes(), 18u32.to_le_bytes()].concat();
+        f[0x200..0x20c].copy_from_slice(&note);
+        f[0x20c..0x210].copy_from_slice(b"Xen\0");
+        f[0x210..0x214].copy_from_slice(&0x20_0000u32.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn pvh_note_gets_hvm_start_info_memmap_and_initrd_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, tiny_pvh_elf(&[0xf4])).unwrap();
+        let initrd = dir.path().join("initrd");
+        std::fs::write(&initrd, vec![0xa5; 5000]).unwrap();
+        let mem = crate::memory::create_guest_memory(64).unwrap();
+        let cfg = BootSourceConfig {
+            kernel_image_path: kernel,
+            initrd_path: Some(initrd),
+            boot_args: Some("console=ttyS0".into()),
+        };
+        let boot = load_linux(&mem, &cfg, &[]).unwrap();
+        assert_eq!(boot.pvh_entry, Some(GuestAddress(0x20_0000)));
+
+        let u32_at = |a: u64| mem.read_obj::<u32>(GuestAddress(a)).unwrap();
+        let u64_at = |a: u64| mem.read_obj::<u64>(GuestAddress(a)).unwrap();
+        let i = PVH_INFO_START;
+        assert_eq!(u32_at(i), XEN_HVM_START_MAGIC_VALUE);
+        assert_eq!(u32_at(i + 4), 1, "version");
+        assert_eq!(u32_at(i + 12), 1, "nr_modules");
+        assert_eq!(u64_at(i + 16), PVH_MODLIST_START);
+        assert_eq!(u64_at(i + 24), CMDLINE_START);
+        assert_eq!(u64_at(i + 32), 0, "no RSDP");
+        assert_eq!(u64_at(i + 40), PVH_MEMMAP_START);
+        assert_eq!(u32_at(i + 48), 3, "memmap entries");
+        let (initrd_addr, initrd_size) = boot.initrd.unwrap();
+        assert_eq!(u64_at(PVH_MODLIST_START), initrd_addr.raw_value());
+        assert_eq!(u64_at(PVH_MODLIST_START + 8), initrd_size);
+        let e = |n: u64| {
+            let a = PVH_MEMMAP_START + 24 * n;
+            (u64_at(a), u64_at(a + 8), u32_at(a + 16))
+        };
+        assert_eq!(e(0), (0, EBDA_START, E820_RAM));
+        assert_eq!(e(1), (HIMEM_START, (64 << 20) - HIMEM_START, E820_RAM));
+        assert_eq!(
+            e(2),
+            (
+                MMIO_MEM_START,
+                FIRST_ADDR_PAST_32BITS - MMIO_MEM_START,
+                E820_RESERVED
+            )
+        );
+        let mut cl = vec![0u8; 13];
+        mem.read_slice(&mut cl, GuestAddress(CMDLINE_START))
+            .unwrap();
+        assert_eq!(&cl, b"console=ttyS0");
+    }
+
+    #[test]
+    fn pvh_entry_state_is_flat_32_bit_protected_mode_without_paging() {
+        let s = pvh_sregs(kvm_sregs {
+            cr0: 0x6000_0010,
+            cr4: 0x20,
+            efer: 0x500,
+            ..Default::default()
+        });
+        assert_eq!((s.cr0, s.cr3, s.cr4, s.efer), (0x11, 0, 0, 0));
+        assert_eq!(
+            (
+                s.cs.base,
+                s.cs.limit,
+                s.cs.db,
+                s.cs.l,
+                s.cs.g,
+                s.cs.type_,
+                s.cs.selector
+            ),
+            (0, 0xffff_ffff, 1, 0, 1, 0xb, 8)
+        );
+        for seg in [s.ds, s.es, s.fs, s.gs, s.ss] {
+            assert_eq!((seg.base, seg.db, seg.type_, seg.selector), (0, 1, 3, 0x10));
+        }
+        assert_eq!((s.tr.type_, s.tr.present), (0xb, 1));
+        assert_eq!(s.gdt.base, BOOT_GDT_START);
+    }
+
     #[test]
     fn not_an_elf_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -416,7 +654,7 @@ mod tests {
         let ds = segment(gdt_entry(0xc093, 0, 0xfffff), 2);
         assert_eq!(
             (ds.l, ds.db, ds.g, ds.type_, ds.limit),
-            (0, 1, 1, 3, 0xfffff)
+            (0, 1, 1, 3, 0xffff_ffff)
         );
     }
 }
