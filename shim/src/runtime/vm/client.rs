@@ -14,6 +14,11 @@ use berth_agent::protocol::{
 
 use super::hypervisor::{SERIAL_LOG, VSOCK_SOCKET};
 
+/// What the agent prints on the serial console once it listens.
+const READY: &[u8] = b"berth-agent: ready";
+/// How long to wait for that line before trying to connect anyway.
+const SILENT_CONSOLE: Duration = Duration::from_secs(20);
+
 /// The agent could not be reached or refused a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -164,6 +169,15 @@ impl Agent {
         loop {
             if let Some(status) = vm_exited() {
                 return Err(ClientError::Died { status, serial });
+            }
+            // Connecting before the guest listens can wedge the vsock backend (seen with
+            // vhost-device-vsock 0.3): wait for the agent's line on the console first (or, in
+            // case the console says nothing, a while).
+            let announced = std::fs::read(&serial)
+                .is_ok_and(|text| text.windows(READY.len()).any(|w| w == READY));
+            if !announced && started.elapsed() < SILENT_CONSOLE && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
             match Agent::connect(dir, Duration::from_secs(1)).and_then(|mut agent| {
                 agent
