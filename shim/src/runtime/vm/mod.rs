@@ -226,6 +226,7 @@ fn kill_and_reap(pid: i32, start: Option<u64>, grace: Duration) {
 /// Stops a VM for good: Shutdown through the agent when it answers, then makes sure the VMM and
 /// its helpers are gone. Leaves serial.log and vmm.log.
 fn shut_down(dir: &Path, info: &VmInfo) {
+    let started = Instant::now();
     if info.vmm_alive() {
         let asked = Agent::connect(dir, Duration::from_millis(500)).and_then(|mut agent| {
             let _ = agent.set_timeout(Some(Duration::from_secs(2)));
@@ -247,12 +248,14 @@ fn shut_down(dir: &Path, info: &VmInfo) {
     for file in [VSOCK_SOCKET, qemu::VHOST_SOCKET, "vm.json"] {
         let _ = std::fs::remove_file(dir.join(file));
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "vm runtime: the VM is gone");
 }
 
 /// The monitor records the exit after `release`, and the recorded pid is the VMM's, which
 /// `release` stops: a berth command looking in between would take the container for lost
-/// (exit 255). So the exit the agent reported is recorded first, as the monitor will.
-fn record_exit_early(dir: &Path, record: &ContainerRecord) {
+/// (exit 255, "monitor gone"). So while the VM is torn down, the recorded process becomes the
+/// monitor itself (alive until it records the exit), and the agent's exit code is noted already.
+fn hand_over_to_monitor(dir: &Path, record: &ContainerRecord) {
     let Some(exit) = std::fs::read(dir.join("vm-exit.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok())
@@ -265,14 +268,13 @@ fn record_exit_early(dir: &Path, record: &ContainerRecord) {
     let Ok(_lock) = store.lock(&record.id) else {
         return;
     };
+    let me = std::process::id() as i32;
     if let Ok(mut state) = store.load_state(&record.id) {
-        if state.status == crate::container::Status::Running {
-            state.status = crate::container::Status::Exited;
+        if state.status == crate::container::Status::Running && state.monitor_pid == Some(me) {
+            state.pid = Some(me);
+            state.pid_start_time = process_start_time(me);
             state.exit_code = Some(exit.exit_code);
             state.oom_killed = exit.oom_killed;
-            state.pid = None;
-            state.pid_start_time = None;
-            state.finished_at = Some(chrono::Utc::now());
             let _ = store.save_state(&record.id, &state);
         }
     }
@@ -764,7 +766,7 @@ impl Runtime for VmRuntime {
             return Ok(());
         };
         if let Some(info) = VmInfo::load(&dir) {
-            record_exit_early(&dir, record);
+            hand_over_to_monitor(&dir, record);
             shut_down(&dir, &info);
         }
         Ok(())
