@@ -12,6 +12,8 @@
 //!   transport (block).
 //! - [`loader`]: ELF kernel loading, `boot_params`, e820 and command line.
 //! - [`arch`]: MP table, per-vCPU CPUID, boot MSRs and local APIC set-up.
+//! - [`privileges`]: dropping capabilities once set-up is done; [`seccomp`]: per-thread
+//!   system-call allow-lists.
 
 #![deny(missing_docs)]
 
@@ -20,6 +22,7 @@ pub mod builder;
 pub mod devices;
 pub mod loader;
 pub mod memory;
+pub mod privileges;
 pub mod seccomp;
 #[doc(hidden)]
 pub mod testing;

@@ -10,7 +10,7 @@ use berth_vmm::vmm_config::{
     BootSourceConfig, DriveConfig, NetConfig, SerialConfig, VmConfig, VsockConfig,
 };
 use berth_vmm::vstate::VcpuExitReason;
-use berth_vmm::{build_vm, seccomp, VmmExit};
+use berth_vmm::{build_vm, privileges, seccomp, VmmExit};
 use clap::Parser;
 use tracing::debug;
 use vmm_sys_util::eventfd::EventFd;
@@ -234,6 +234,10 @@ fn run() -> anyhow::Result<ExitCode> {
     let mut vmm = build_vm(&cfg, None).context("could not build the VM")?;
     debug!(us = t0.elapsed().as_micros(), "VM built");
     install_stop_handler(vmm.stop_evt()?)?;
+    // Everything privileged is open now (/dev/kvm, taps, drives, sockets). No other thread
+    // exists yet, so every thread started from here on inherits the empty capability sets.
+    privileges::drop_capabilities().context("could not drop capabilities")?;
+    debug!(us = t0.elapsed().as_micros(), "capabilities dropped");
     seccomp::set_enabled(!cli.no_seccomp);
     vmm.start().context("could not start the vCPUs")?;
     debug!(us = t0.elapsed().as_micros(), "vCPUs started");

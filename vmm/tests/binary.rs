@@ -93,3 +93,77 @@ fn sigterm_stops_a_spinning_guest_cleanly() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(!uds.exists(), "the vsock socket is removed on a clean stop");
 }
+
+/// A status line's value in /proc/PID/task/TID/status.
+fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn capabilities_are_dropped_before_the_guest_runs() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("spin.elf");
+    std::fs::write(&kernel, pvh_elf(&[0xeb, 0xfe])).unwrap();
+    let uds = dir.path().join("v.sock");
+    let mut child = vmm(&kernel)
+        .arg("--vsock")
+        .arg(format!("3,{}", uds.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !uds.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "VMM never came up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Wait for the vCPU thread, then check every thread of the VMM.
+    let tasks = format!("/proc/{}/task", child.id());
+    let t = Instant::now();
+    loop {
+        let names: Vec<String> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path().join("comm")).unwrap())
+            .collect();
+        if names.iter().any(|n| n.trim() == "vcpu0") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no vCPU thread");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let privileged = std::fs::read_to_string("/proc/self/status")
+        .map(|s| status_field(&s, "CapBnd") != "0000000000000000")
+        .unwrap();
+    for task in std::fs::read_dir(&tasks).unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap();
+        let status = std::fs::read_to_string(path.join("status")).unwrap();
+        let comm = comm.trim();
+        for f in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+            assert_eq!(status_field(&status, f), "0000000000000000", "{comm}: {f}");
+        }
+        if privileged {
+            assert_eq!(
+                status_field(&status, "CapBnd"),
+                "0000000000000000",
+                "{comm}"
+            );
+        }
+        assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{comm}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "{status:?}");
+    assert!(
+        !uds.exists(),
+        "the vsock socket is removed without capabilities"
+    );
+}
