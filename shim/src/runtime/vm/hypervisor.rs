@@ -254,6 +254,9 @@ fn mtime(path: &Path) -> u64 {
 /// The probe's verdict, from `<root>/vm-probe.json` or (once) by probing.
 pub fn probe(root: &Path, kernel: &Path, initramfs: &Path) -> ProbeVerdict {
     let cache = root.join("vm-probe.json");
+    // The kernel is often a symlink into a build cache: key on what it points to.
+    let kernel = std::fs::canonicalize(kernel).unwrap_or_else(|_| kernel.to_path_buf());
+    let kernel = kernel.as_path();
     let kernel_mtime = mtime(kernel);
     if let Some(verdict) = std::fs::read(&cache)
         .ok()

@@ -199,13 +199,20 @@ pub fn probe_boot(root: &Path, kernel: &Path, initramfs: &Path) -> Result<(), St
             break Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let last = text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
+            let last = |text: &str| {
+                text.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            };
+            let log = dir.path().join(hypervisor::VMM_LOG);
+            let qemu_said = last(&std::fs::read_to_string(log).unwrap_or_default());
             break Err(format!(
-                "a probe boot with KVM ended ({status}) before the guest's init ran (last console line: {last:?})"
+                "a probe boot with KVM ended ({status}) before the guest's init ran \
+                 (QEMU: {qemu_said:?}; last console line: {:?})",
+                last(&text)
             ));
         }
         if Instant::now() >= deadline {
