@@ -11,7 +11,8 @@
 # busybox is missing; exits 1 when the guest fails a check or does not come up.
 #
 # Environment: BERTH_QEMU_ACCEL (default tcg; kvm works where /dev/kvm does),
-# BERTH_BOOT_TIMEOUT (seconds, default 180), BERTH_QEMU_SMP (default 2).
+# BERTH_BOOT_TIMEOUT (seconds, default 180), BERTH_QEMU_SMP (default 2),
+# BERTH_BOOT_VERBOSE=1 (kernel messages with timestamps instead of `quiet`).
 set -euo pipefail
 
 prog=check-boot.sh
@@ -29,6 +30,8 @@ kernel=${1:-${BERTH_KERNEL:-$cache/vmlinux}}
 accel=${BERTH_QEMU_ACCEL:-tcg}
 timeout_s=${BERTH_BOOT_TIMEOUT:-180}
 smp=${BERTH_QEMU_SMP:-2}
+kmsg=quiet
+[ "${BERTH_BOOT_VERBOSE:-0}" = 0 ] || kmsg="printk.time=1"
 
 qemu=$(command -v qemu-system-x86_64 || true)
 [ -n "$qemu" ] || skip "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
@@ -113,6 +116,7 @@ if command -v mke2fs >/dev/null; then
     echo berth-disk >"$work/disk/hello"
     truncate -s 8M "$work/disk.img"
     mke2fs -q -F -t ext4 -d "$work/disk" "$work/disk.img" >/dev/null
+    # shellcheck disable=SC2054 # commas are QEMU's, not array separators
     disk_args=(-drive "file=$work/disk.img,if=none,id=d0,format=raw" -device virtio-blk-device,drive=d0)
 else
     sed -i '/^check virtio-blk/d; /^check ext4/d' "$root/init"
@@ -122,12 +126,13 @@ fi
 
 # --- boot -------------------------------------------------------------------------
 log=$work/console.log
+# shellcheck disable=SC2054 # commas are QEMU's, not array separators
 cmd=("$qemu" -M microvm,acpi=off -accel "$accel" -cpu max -smp "$smp" -m 256M
     -nodefaults -no-user-config -nographic -serial stdio -no-reboot
     "${disk_args[@]}"
     -netdev user,id=n0,restrict=on -device virtio-net-device,netdev=n0
     -kernel "$kernel" -initrd "$initrd"
-    -append "console=ttyS0 reboot=t panic=-1 quiet")
+    -append "console=ttyS0 reboot=t panic=-1 $kmsg")
 printf '%s: booting %s (%s, %s vCPUs)\n' "$prog" "$kernel" "$accel" "$smp"
 start=$(date +%s%N)
 t_init="" t_ok=""

@@ -210,7 +210,7 @@ config=$obj/.config
 bad=()
 for f in "${fragments[@]}"; do
     while IFS= read -r sym; do
-        grep -qx "$sym=y" "$config" || bad+=("$sym=y (asked in ${f##*/}; final: $(grep -E "^(# )?$sym[= ]" "$config" || echo absent))")
+        grep -qx "$sym=y" "$config" || bad+=("$sym=y (asked in ${f##*/}; final: $(grep -E "^(# )?${sym}[= ]" "$config" || echo absent))")
     done < <(sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=y$/\1/p' "$f")
     while IFS= read -r sym; do
         if grep -qx "$sym=[ym]" "$config"; then
@@ -262,6 +262,7 @@ rm -rf "$out_dir"
 mv -T "$tmp" "$out_dir"
 update_link "$key"
 # Keep the three most recent builds (the current one among them).
+# shellcheck disable=SC2012 # <key> names are hex digits
 ls -1dt "$kcache"/*/build-info 2>/dev/null | tail -n +4 | while IFS= read -r old; do
     old=${old%/build-info}
     [ "$old" = "$out_dir" ] || rm -rf "$old"
