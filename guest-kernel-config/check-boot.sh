@@ -5,7 +5,7 @@
 #
 #   guest-kernel-config/check-boot.sh [VMLINUX]
 #
-# VMLINUX defaults to $BERTH_KERNEL, then ${XDG_CACHE_HOME:-$HOME/.cache}/berth/vmlinux
+# VMLINUX defaults to $BERTH_GUEST_KERNEL (as the VMM's linux_boot test), then ${XDG_CACHE_HOME:-$HOME/.cache}/berth/vmlinux
 # (what scripts/build-guest-kernel.sh maintains).
 # Prints `skipped: <reason>` and exits 0 when QEMU, the kernel or a static
 # busybox is missing; exits 1 when the guest fails a check or does not come up.
@@ -26,7 +26,7 @@ skip() {
 }
 
 cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/berth
-kernel=${1:-${BERTH_KERNEL:-$cache/vmlinux}}
+kernel=${1:-${BERTH_GUEST_KERNEL:-$cache/vmlinux}}
 accel=${BERTH_QEMU_ACCEL:-tcg}
 timeout_s=${BERTH_BOOT_TIMEOUT:-180}
 smp=${BERTH_QEMU_SMP:-2}
