@@ -2,7 +2,9 @@
 //!
 //! Order (fixed): validate config → guest memory → KVM VM, memory slots, irqchip, PIT → legacy
 //! devices on the PIO bus, virtio-mmio devices on the MMIO bus (with ioeventfd/irqfd) → kernel,
-//! initramfs, command line, boot_params → vCPUs. Nothing runs until [`Vmm::start`].
+//! initramfs, command line, boot_params → vCPUs. Nothing runs until [`Vmm::start`], which starts
+//! the event thread (device activation, see [`crate::devices::virtio::mmio`]) and then one thread
+//! per vCPU.
 
 use std::fs::OpenOptions;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::VmFd;
-use tracing::debug;
+use tracing::{debug, warn};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -25,6 +27,7 @@ use crate::devices::virtio::VirtioDevice;
 use crate::devices::{Bus, BusError};
 use crate::loader::{self, BootInfo, LoaderError, MmioDeviceInfo};
 use crate::memory::{self, GuestMemory, MemoryError, MMIO_MEM_START};
+use crate::seccomp::{self, ThreadKind};
 use crate::vmm_config::{ConfigError, SerialConfig, VmConfig};
 use crate::vstate::vcpu::VcpuHandle;
 use crate::vstate::{Vcpu, VcpuError, VcpuExitReason, Vm, VmError};
@@ -91,6 +94,12 @@ pub enum BuildError {
     /// Waiting for VM events failed.
     #[error("could not wait for VM events")]
     Wait(#[source] std::io::Error),
+    /// The event thread could not be started.
+    #[error("could not start the event thread")]
+    EventThread(#[source] std::io::Error),
+    /// The event thread could not install its seccomp filter.
+    #[error("could not confine the event thread")]
+    EventThreadConfine(#[source] crate::seccomp::SeccompError),
 }
 
 /// A virtio-blk device as attached to the VM.
@@ -173,6 +182,8 @@ pub struct Vmm {
     port_exit_evt: EventFd,
     port_exit_value: Arc<AtomicU32>,
     stop_evt: EventFd,
+    activate_evt: EventFd,
+    event_thread: Option<EventThread>,
     boot: Option<BootInfo>,
     vm: Vm,
     mem: GuestMemory,
@@ -236,6 +247,7 @@ fn attach_legacy(
 /// [`VIRTIO_IRQ_BASE`], in attachment order.
 struct MmioPlacer<'a> {
     vm: &'a VmFd,
+    activate_evt: &'a EventFd,
     mem: &'a GuestMemory,
     bus: &'a mut Bus,
     next: u64,
@@ -253,9 +265,10 @@ impl MmioPlacer<'_> {
             .filter(|&g| g <= MAX_IRQ)
             .ok_or(BuildError::OutOfIrqs)?;
         let mmio_base = MMIO_MEM_START + self.next * MMIO_WINDOW_SIZE;
-        let transport = Arc::new(Mutex::new(
-            MmioTransport::new(self.mem.clone(), device, eventfd()?).map_err(BuildError::Mmio)?,
-        ));
+        let mut transport =
+            MmioTransport::new(self.mem.clone(), device, eventfd()?).map_err(BuildError::Mmio)?;
+        transport.set_activate_evt(self.activate_evt.try_clone().map_err(BuildError::EventFd)?);
+        let transport = Arc::new(Mutex::new(transport));
         mmio::kvm::register(self.vm, &transport, mmio_base, gsi).map_err(BuildError::MmioWiring)?;
         self.bus
             .insert(transport.clone(), mmio_base, MMIO_WINDOW_SIZE)
@@ -328,6 +341,7 @@ fn attach_vsock(
 
 /// What [`build_devices_and_boot`] sets up.
 struct Setup {
+    activate_evt: EventFd,
     serial: Arc<Mutex<SerialDevice>>,
     reset_evt: EventFd,
     port_exit_evt: EventFd,
@@ -369,8 +383,10 @@ fn build_devices_and_boot(
             .map_err(BuildError::Bus)?;
     }
     let mut mmio_bus = Bus::new();
+    let activate_evt = eventfd()?;
     let mut placer = MmioPlacer {
         vm: vm.fd(),
+        activate_evt: &activate_evt,
         mem,
         bus: &mut mmio_bus,
         next: 0,
@@ -389,6 +405,7 @@ fn build_devices_and_boot(
         None => None,
     };
     Ok(Setup {
+        activate_evt,
         serial,
         reset_evt,
         port_exit_evt,
@@ -425,6 +442,7 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
     debug!(us = t0.elapsed().as_micros(), "devices and kernel set up");
     let cpuid = vm.supported_cpuid().map_err(BuildError::Vm)?;
     let Setup {
+        activate_evt,
         serial,
         reset_evt,
         port_exit_evt,
@@ -470,6 +488,8 @@ pub fn build_vm(cfg: &VmConfig, serial_out: Option<SerialOutput>) -> Result<Vmm,
         port_exit_evt,
         port_exit_value,
         stop_evt: eventfd()?,
+        activate_evt,
+        event_thread: None,
         boot,
         vm,
         mem,
@@ -523,10 +543,22 @@ impl Vmm {
         self.stop_evt.try_clone().map_err(BuildError::EventFd)
     }
 
-    /// Starts one thread per vCPU.
+    /// Every virtio-mmio transport, in placement order.
+    fn transports(&self) -> Vec<Arc<Mutex<MmioTransport>>> {
+        let blocks = self.blocks.iter().map(|b| b.transport.clone());
+        let nets = self.nets.iter().map(|n| n.transport.clone());
+        let vsock = self.vsock.iter().map(|v| v.transport.clone());
+        blocks.chain(nets).chain(vsock).collect()
+    }
+
+    /// Starts the event thread, then one thread per vCPU.
     pub fn start(&mut self) -> Result<(), BuildError> {
         if self.vcpus.is_empty() {
             return Err(BuildError::AlreadyStarted);
+        }
+        if self.event_thread.is_none() {
+            let evt = self.activate_evt.try_clone().map_err(BuildError::EventFd)?;
+            self.event_thread = Some(EventThread::start(evt, self.transports())?);
         }
         for vcpu in self.vcpus.drain(..) {
             let exit_evt = self
@@ -629,6 +661,112 @@ impl Vmm {
         }
         for h in self.vcpu_handles.drain(..) {
             h.join();
+        }
+        // No vCPU is left to ask for an activation.
+        if let Some(t) = self.event_thread.take() {
+            t.stop();
+        }
+    }
+}
+
+/// The event thread: activates virtio devices when a vCPU's DRIVER_OK write asks for it, so that
+/// device worker threads are started (and confined to their own filters) from here and never
+/// from a vCPU thread. It is confined to [`ThreadKind::Vmm`]'s filter.
+struct EventThread {
+    handle: std::thread::JoinHandle<()>,
+    stop_evt: EventFd,
+}
+
+impl EventThread {
+    fn start(
+        activate_evt: EventFd,
+        transports: Vec<Arc<Mutex<MmioTransport>>>,
+    ) -> Result<Self, BuildError> {
+        let stop_evt = eventfd()?;
+        let stop = stop_evt.try_clone().map_err(BuildError::EventFd)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
+            .name("vmm-event".into())
+            .spawn(move || {
+                let confined = if seccomp::enabled() {
+                    seccomp::confine_current_thread(ThreadKind::Vmm)
+                } else {
+                    Ok(())
+                };
+                let ok = confined.is_ok();
+                // The starter waits for this message.
+                let _ = tx.send(confined);
+                if ok {
+                    if let Err(e) = event_loop(&activate_evt, &stop, &transports) {
+                        warn!(error = %e, "event thread failed; no more device activations");
+                    }
+                }
+            })
+            .map_err(BuildError::EventThread)?;
+        let confined = rx.recv();
+        match confined {
+            Ok(Ok(())) => Ok(Self { handle, stop_evt }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(BuildError::EventThreadConfine(e))
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(BuildError::EventThread(std::io::Error::other(
+                    "the event thread ended before it was confined",
+                )))
+            }
+        }
+    }
+
+    fn stop(self) {
+        if let Err(e) = self.stop_evt.write(1) {
+            warn!(error = %e, "could not signal the event thread to stop");
+            return;
+        }
+        if self.handle.join().is_err() {
+            warn!("the event thread panicked");
+        }
+    }
+}
+
+fn event_loop(
+    activate_evt: &EventFd,
+    stop: &EventFd,
+    transports: &[Arc<Mutex<MmioTransport>>],
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const ACTIVATE: u64 = 0;
+    const STOP: u64 = 1;
+    let epoll = Epoll::new()?;
+    for (fd, token) in [
+        (activate_evt.as_raw_fd(), ACTIVATE),
+        (stop.as_raw_fd(), STOP),
+    ] {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )?;
+    }
+    let mut events = [EpollEvent::default(); 2];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if events[..n].iter().any(|e| e.data() == STOP) {
+            return Ok(());
+        }
+        if n > 0 {
+            // Non-blocking: a wake with nothing to read only finds nothing pending.
+            let _ = activate_evt.read();
+            for t in transports {
+                t.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .activate_pending();
+            }
         }
     }
 }

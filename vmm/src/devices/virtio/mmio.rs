@@ -3,6 +3,13 @@
 //! [`MmioTransport`] is a plain state machine: register reads and writes go in, device
 //! activation and resets come out. It knows nothing about KVM; [`kvm`] holds the thin wrapper
 //! that wires its queue eventfds to KVM ioeventfds and its interrupt line to a KVM irqfd.
+//!
+//! Activation is deferred when the transport has an activation eventfd
+//! ([`MmioTransport::set_activate_evt`], as the builder gives every transport): the DRIVER_OK
+//! write, made on a vCPU thread, only marks the activation pending and signals the eventfd; the
+//! VMM's event thread then calls [`MmioTransport::activate_pending`], which starts the device's
+//! worker thread. So vCPU threads never create threads, and their seccomp filter forbids it.
+//! Queue notifications that arrive in between stay latched in the queue eventfds.
 
 use std::sync::{Arc, Mutex};
 
@@ -80,6 +87,10 @@ pub struct MmioTransport {
     active: bool,
     /// QueueNotify writes that reached the transport (zero when KVM ioeventfd takes them).
     notify_exits: u64,
+    /// Signalled to ask the event thread for an activation; `None` activates in place.
+    activate_evt: Option<EventFd>,
+    /// DRIVER_OK was accepted and the activation has not run yet.
+    activation_pending: bool,
 }
 
 impl std::fmt::Debug for MmioTransport {
@@ -124,6 +135,8 @@ impl MmioTransport {
             config_generation: 0,
             active: false,
             notify_exits: 0,
+            activate_evt: None,
+            activation_pending: false,
         })
     }
 
@@ -157,6 +170,33 @@ impl MmioTransport {
         self.active
     }
 
+    /// Defers activation: on DRIVER_OK, `evt` is signalled and the device is activated only
+    /// when [`MmioTransport::activate_pending`] is called (on the VMM's event thread).
+    pub fn set_activate_evt(&mut self, evt: EventFd) {
+        self.activate_evt = Some(evt);
+    }
+
+    /// Whether DRIVER_OK was accepted and the deferred activation has not run yet.
+    pub fn activation_pending(&self) -> bool {
+        self.activation_pending
+    }
+
+    /// Runs a deferred activation, if one is pending and the driver has not reset or failed the
+    /// device since it asked for it.
+    pub fn activate_pending(&mut self) {
+        if !std::mem::take(&mut self.activation_pending) {
+            return;
+        }
+        if !self.active
+            && self.status_is(
+                status::DRIVER_OK,
+                status::FAILED | status::DEVICE_NEEDS_RESET,
+            )
+        {
+            self.activate();
+        }
+    }
+
     fn selected_queue(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(self.queue_sel as usize)
     }
@@ -179,6 +219,7 @@ impl MmioTransport {
             q.reset();
         }
         self.queue_invalid.fill(false);
+        self.activation_pending = false;
         // Drain notifications that arrived for the old queues.
         for evt in &self.queue_evts {
             let _ = evt.read();
@@ -367,7 +408,7 @@ impl MmioTransport {
             }
             (s, n) if s == ACKNOWLEDGE | DRIVER | FEATURES_OK && n == s | DRIVER_OK => {
                 self.device_status = new;
-                self.activate();
+                self.request_activation();
             }
             _ => warn!(old, new, "virtio-mmio: invalid device status transition"),
         }
@@ -376,6 +417,21 @@ impl MmioTransport {
     fn features_acceptable(&self) -> bool {
         let offered = self.device.avail_features();
         self.acked_features & !offered == 0 && self.acked_features & (1 << VIRTIO_F_VERSION_1) != 0
+    }
+
+    /// Activates now, or, with an activation eventfd, asks the event thread to.
+    fn request_activation(&mut self) {
+        let Some(evt) = &self.activate_evt else {
+            self.activate();
+            return;
+        };
+        match evt.write(1) {
+            Ok(()) => self.activation_pending = true,
+            Err(e) => {
+                warn!(error = %e, "virtio-mmio: could not request the device activation");
+                self.needs_reset();
+            }
+        }
     }
 
     fn activate(&mut self) {
@@ -666,6 +722,50 @@ mod tests {
         assert_eq!(probe.resets.load(Ordering::SeqCst), 1);
         assert_eq!(r(&mut t, reg::QUEUE_READY), 0);
         assert_eq!(t.acked_features(), 0);
+    }
+
+    #[test]
+    fn deferred_activation_runs_only_on_request_and_not_after_a_reset() {
+        let (mut t, probe) = transport(false);
+        let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+        t.set_activate_evt(evt.try_clone().unwrap());
+        let driver_ok = |t: &mut MmioTransport| {
+            negotiate(t, 1 << VIRTIO_F_VERSION_1);
+            setup_queue(t, 0, 16, 0x1_0000);
+            setup_queue(t, 1, 8, 0x2_0000);
+            w(
+                t,
+                reg::STATUS,
+                (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
+            );
+        };
+        driver_ok(&mut t);
+        // DRIVER_OK is visible at once, the activation only requested.
+        assert_eq!(
+            r(&mut t, reg::STATUS),
+            u32::from(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
+        );
+        assert!(!t.is_active());
+        assert!(t.activation_pending());
+        assert_eq!(evt.read().unwrap(), 1);
+        assert_eq!(probe.activations.load(Ordering::SeqCst), 0);
+        t.activate_pending();
+        assert!(t.is_active());
+        assert!(!t.activation_pending());
+        assert_eq!(probe.activations.load(Ordering::SeqCst), 1);
+        // A second call does nothing.
+        t.activate_pending();
+        assert_eq!(probe.activations.load(Ordering::SeqCst), 1);
+
+        // A reset between the request and the event thread cancels it.
+        w(&mut t, reg::STATUS, 0);
+        driver_ok(&mut t);
+        assert!(t.activation_pending());
+        w(&mut t, reg::STATUS, 0);
+        assert!(!t.activation_pending());
+        t.activate_pending();
+        assert!(!t.is_active());
+        assert_eq!(probe.activations.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -114,6 +114,54 @@ pub enum ActivateError {
     /// The worker thread could not be started.
     #[error("could not start the device worker thread")]
     Spawn(#[source] std::io::Error),
+    /// The worker thread could not install its seccomp filter.
+    #[error("could not confine the device worker thread")]
+    Confine(#[source] crate::seccomp::SeccompError),
+    /// The worker thread ended before reporting whether it is confined.
+    #[error("the device worker thread ended before it was confined")]
+    WorkerGone,
+}
+
+/// Starts a device worker thread named `name` that confines itself to `kind`'s seccomp filter
+/// (when [`crate::seccomp::enabled`]) and then runs `run(worker)`.
+///
+/// Waits until the thread is confined. When it cannot be, the thread runs `give_back(worker)`
+/// instead, and the error comes back with that result, so that the device keeps its state.
+pub(crate) fn spawn_worker<W, T>(
+    name: String,
+    kind: crate::seccomp::ThreadKind,
+    worker: W,
+    run: fn(W) -> T,
+    give_back: fn(W) -> T,
+) -> Result<std::thread::JoinHandle<T>, (ActivateError, Option<T>)>
+where
+    W: Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let handle = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let confined = if crate::seccomp::enabled() {
+                crate::seccomp::confine_current_thread(kind)
+            } else {
+                Ok(())
+            };
+            let ok = confined.is_ok();
+            // The receiver waits for this message; it is gone only if activation gave up.
+            let _ = tx.send(confined);
+            if ok {
+                run(worker)
+            } else {
+                give_back(worker)
+            }
+        })
+        .map_err(|e| (ActivateError::Spawn(e), None))?;
+    match rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err((ActivateError::Confine(e), handle.join().ok())),
+        Err(_) => Err((ActivateError::WorkerGone, handle.join().ok())),
+    }
 }
 
 /// What a device receives when the driver sets DRIVER_OK.

@@ -16,9 +16,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::event_handler::Worker;
 use super::{blk_status, features, req, ID_BYTES, MAX_REQUEST_BYTES, QUEUE_SIZE, SECTOR_SIZE};
 use crate::devices::virtio::{
-    read_config_bytes, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+    read_config_bytes, spawn_worker, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK,
+    VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 use crate::vmm_config::DriveConfig;
 
 /// Errors of [`Block::new`].
@@ -393,12 +395,22 @@ impl VirtioDevice for Block {
             queue_evt,
             kill_evt: kill_worker,
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("blk-{}", self.id))
-            .spawn(move || worker.run())
-            .map_err(ActivateError::Spawn)?;
-        self.worker = Some((handle, kill));
-        Ok(())
+        match spawn_worker(
+            format!("blk-{}", self.id),
+            ThreadKind::Block,
+            worker,
+            Worker::run,
+            |w| w.engine,
+        ) {
+            Ok(handle) => {
+                self.worker = Some((handle, kill));
+                Ok(())
+            }
+            Err((e, back)) => {
+                self.engine = back;
+                Err(e)
+            }
+        }
     }
 
     fn reset(&mut self) {

@@ -14,10 +14,11 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::tap::{Tap, TapError};
 use super::{features, MAX_FRAME_LEN, QUEUE_SIZE, TYPE_NET, VNET_HDR_LEN};
 use crate::devices::virtio::{
-    irq, read_config_bytes, ActivateContext, ActivateError, Interrupt, VirtioDevice,
+    irq, read_config_bytes, spawn_worker, ActivateContext, ActivateError, Interrupt, VirtioDevice,
     VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 
 /// Errors of [`Net::new`].
 #[derive(Debug, thiserror::Error)]
@@ -334,12 +335,22 @@ impl VirtioDevice for Net {
             mem,
             interrupt,
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("net-{}", self.id))
-            .spawn(move || worker.run())
-            .map_err(ActivateError::Spawn)?;
-        self.worker = Some((handle, kill));
-        Ok(())
+        match spawn_worker(
+            format!("net-{}", self.id),
+            ThreadKind::Net,
+            worker,
+            Worker::run,
+            |w| w.engine,
+        ) {
+            Ok(handle) => {
+                self.worker = Some((handle, kill));
+                Ok(())
+            }
+            Err((e, back)) => {
+                self.engine = back;
+                Err(e)
+            }
+        }
     }
 
     fn reset(&mut self) {

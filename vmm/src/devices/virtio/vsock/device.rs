@@ -19,10 +19,11 @@ use super::muxer::{MuxerError, PollTarget};
 use super::packet::{read_tx_packet, RxBuffer};
 use super::{VsockMuxer, QUEUE_SIZE, TYPE_VSOCK};
 use crate::devices::virtio::{
-    irq, read_config_bytes, ActivateContext, ActivateError, Interrupt, VirtioDevice,
+    irq, read_config_bytes, spawn_worker, ActivateContext, ActivateError, Interrupt, VirtioDevice,
     VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
+use crate::seccomp::ThreadKind;
 
 /// Header-only packets allowed to wait for rx buffers before the tx queue stops being read.
 const MAX_RX_BACKLOG: usize = 1024;
@@ -124,12 +125,22 @@ impl VirtioDevice for Vsock {
             mem,
             interrupt,
         };
-        let handle = std::thread::Builder::new()
-            .name("vsock".into())
-            .spawn(move || worker.run())
-            .map_err(ActivateError::Spawn)?;
-        self.worker = Some((handle, kill));
-        Ok(())
+        match spawn_worker(
+            "vsock".into(),
+            ThreadKind::Vsock,
+            worker,
+            Worker::run,
+            |w| w.muxer,
+        ) {
+            Ok(handle) => {
+                self.worker = Some((handle, kill));
+                Ok(())
+            }
+            Err((e, back)) => {
+                self.muxer = back;
+                Err(e)
+            }
+        }
     }
 
     fn reset(&mut self) {
