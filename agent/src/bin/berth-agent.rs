@@ -32,6 +32,11 @@ fn main() -> ExitCode {
 }
 
 fn run_as_pid1() -> ! {
+    if !std::env::args().any(|a| a == pid1::SWITCHED_ROOT_ARG) {
+        let e = pid1::leave_initramfs();
+        pid1::console(&format!("berth-agent: {}", chain(&e)));
+        pid1::power_off();
+    }
     if let Err(e) = pid1::early_setup() {
         pid1::console(&format!("berth-agent: {}", chain(&e)));
         pid1::power_off();

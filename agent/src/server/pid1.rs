@@ -22,6 +22,15 @@ pub enum Pid1Error {
         #[source]
         source: nix::errno::Errno,
     },
+    /// Moving from the initramfs to a tmpfs root failed.
+    #[error("failed to leave the initramfs: {step}")]
+    SwitchRoot {
+        /// What was being done.
+        step: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A mount point could not be created.
     #[error("failed to create {target}")]
     Mkdir {
@@ -99,6 +108,64 @@ const MOUNTS: &[(&str, &str, &str, MsFlags, &str)] = &[
     ),
 ];
 
+/// The argument the agent re-executes itself with once it runs from a tmpfs root.
+pub const SWITCHED_ROOT_ARG: &str = "--switched-root";
+
+/// Where the tmpfs that becomes the new root is prepared.
+const NEW_ROOT: &str = "/newroot";
+
+/// Linux refuses pivot_root(2) while the root is the initramfs (rootfs), and every
+/// container start pivots. So, like switch_root(8): copy this binary into a fresh tmpfs,
+/// move that tmpfs onto `/`, chroot into it and execute the copy with
+/// [`SWITCHED_ROOT_ARG`]. Returns only on failure.
+pub fn leave_initramfs() -> Pid1Error {
+    let fail =
+        |step: &'static str| move |source: std::io::Error| Pid1Error::SwitchRoot { step, source };
+    let errno = |step: &'static str| {
+        move |e: nix::errno::Errno| Pid1Error::SwitchRoot {
+            step,
+            source: e.into(),
+        }
+    };
+    let result = (|| {
+        std::fs::create_dir_all(NEW_ROOT).map_err(fail("create /newroot"))?;
+        mount(
+            Some("tmpfs"),
+            NEW_ROOT,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=0755"),
+        )
+        .map_err(errno("mount a tmpfs on /newroot"))?;
+        // The kernel starts the initramfs's /init; /proc (for /proc/self/exe) is not mounted yet.
+        let me = Path::new("/init");
+        std::fs::copy(me, Path::new(NEW_ROOT).join("init")).map_err(fail("copy the agent"))?;
+        // The initramfs copy only takes memory from here on.
+        let _ = std::fs::remove_file(me);
+        for dir in ["dev", "proc", "sys", "run", "tmp"] {
+            std::fs::create_dir_all(Path::new(NEW_ROOT).join(dir))
+                .map_err(fail("create a directory"))?;
+        }
+        nix::unistd::chdir(NEW_ROOT).map_err(errno("enter /newroot"))?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(errno("move /newroot onto /"))?;
+        nix::unistd::chroot(".").map_err(errno("chroot into the new root"))?;
+        nix::unistd::chdir("/").map_err(errno("enter the new root"))?;
+        let init = c"/init";
+        let arg =
+            std::ffi::CString::new(SWITCHED_ROOT_ARG).map_err(|e| fail("build argv")(e.into()))?;
+        nix::unistd::execv(init, &[init, arg.as_c_str()]).map_err(errno("execute the copy"))?;
+        Ok::<(), Pid1Error>(())
+    })();
+    match result {
+        Err(e) => e,
+        Ok(()) => Pid1Error::SwitchRoot {
+            step: "execute the copy",
+            source: std::io::Error::other("execv returned"),
+        },
+    }
+}
+
 /// Mount /proc, /sys, /dev, /dev/pts, /dev/shm, the cgroup2 hierarchy, /run and
 /// /tmp; enable the cgroup controllers for children; bring up `lo`.
 pub fn early_setup() -> Result<(), Pid1Error> {
@@ -167,6 +234,17 @@ pub fn exit_by_reboot(cmdline: &str) -> bool {
 /// `berth.exit=reboot` (QEMU with -no-reboot then exits), else RB_POWER_OFF.
 pub fn power_off() -> ! {
     nix::unistd::sync();
+    if !Path::new("/proc/cmdline").exists() {
+        // Failing before the early mounts: /proc is needed to read how to end the VM.
+        let _ = std::fs::create_dir_all("/proc");
+        let _ = mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let how = if exit_by_reboot(&cmdline) {
         libc::RB_AUTOBOOT
