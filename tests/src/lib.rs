@@ -500,7 +500,12 @@ impl Berth {
     /// `berth --root <root>`, ready for more arguments.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--root").arg(self.root()).env_remove("BERTH_ROOT");
+        // Hermetic: no runtime or config file from the machine running the tests.
+        cmd.arg("--root")
+            .arg(self.root())
+            .env_remove("BERTH_ROOT")
+            .env_remove("BERTH_RUNTIME")
+            .env("BERTH_CONFIG", self.root().join("no-config.json"));
         cmd
     }
 

@@ -1,7 +1,7 @@
 //! Global options and berth's own errors.
 #![allow(clippy::unwrap_used)]
 
-use berth_e2e::{require_root, run_command, Berth, RunOpts};
+use berth_e2e::{path_str, require_root, run_command, Berth, RunOpts};
 
 #[test]
 fn berth_root_env_is_honoured() {
@@ -88,4 +88,51 @@ fn help_lists_the_commands() {
             "--help does not list `{cmd}`: {out}"
         );
     }
+}
+
+#[test]
+fn default_runtime_follows_the_config_file_else_the_host() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // No vmx/svm here, so the built-in VMM cannot boot a guest: ns, said once per root.
+    let builtin_can_boot = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.contains(" vmx") || c.contains(" svm"))
+        .unwrap_or(false);
+    let first = b.ok(&["create", "--name", "one", "busybox", "true"]);
+    let second = b.ok(&["create", "--name", "two", "busybox", "true"]);
+    if builtin_can_boot {
+        println!("skipped: the fallback notice is only given where the built-in VMM cannot boot");
+    } else {
+        assert_eq!(b.inspect("one")["HostConfig"]["Runtime"], "ns");
+        assert!(
+            first.stderr.contains("--runtime=ns by default"),
+            "the first container explains the default: {first}"
+        );
+        assert!(
+            !second.stderr.contains("by default"),
+            "the notice is given once: {second}"
+        );
+    }
+
+    // "default-runtime" in the config file wins (create does not boot anything).
+    let config = b.root().join("config.json");
+    std::fs::write(&config, r#"{"default-runtime": "vm"}"#).unwrap();
+    let with_config = |args: &[&str]| {
+        b.run_with(
+            args,
+            RunOpts {
+                env: vec![("BERTH_CONFIG".into(), path_str(&config).into())],
+                ..RunOpts::default()
+            },
+        )
+    };
+    with_config(&["create", "--name", "three", "busybox", "true"]).assert_code(0);
+    assert_eq!(b.inspect("three")["HostConfig"]["Runtime"], "vm");
+
+    // A broken config file is an error that names it, and creates nothing.
+    std::fs::write(&config, "{not json").unwrap();
+    let out = with_config(&["create", "--name", "four", "busybox", "true"]);
+    out.assert_code(125);
+    assert!(out.stderr.contains("config.json"), "{out}");
+    assert!(b.run(&["inspect", "four"]).code != 0);
 }

@@ -8,8 +8,10 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct CreateArgs {
     /// Which runtime isolates the container: `ns` (Linux namespaces) or `vm` (a microVM).
-    #[arg(long, env = "BERTH_RUNTIME", default_value = "ns")]
-    pub runtime: String,
+    /// Default: "default-runtime" in /etc/berth/config.json, else `vm` where the built-in
+    /// VMM can boot a guest, else `ns`.
+    #[arg(long, env = "BERTH_RUNTIME")]
+    pub runtime: Option<String>,
     /// With --runtime=vm: the program that runs the VM, `builtin` (berth-vmm, KVM) or `qemu`
     /// (default: the fastest that can boot the guest here).
     #[arg(long, env = "BERTH_HYPERVISOR", value_parser = ["builtin", "qemu"])]

@@ -47,8 +47,23 @@ fn find_or_pull(images: &ImageStore, name: &str, policy: &str) -> Result<Image, 
 
 /// Validates everything, then writes the container; nothing is written when anything is wrong.
 pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRecord, CommandError> {
-    runtime::for_name(&args.runtime)?;
-    let vm = args.runtime == "vm";
+    let runtime_name = match &args.runtime {
+        Some(name) => name.clone(),
+        None => {
+            let choice = runtime::default::choose(
+                &ctx.root,
+                &runtime::default::config_path(),
+                runtime::vm::builtin_unavailable,
+            )?;
+            if let Some(notice) = choice.notice {
+                eprintln!("{notice}");
+            }
+            tracing::debug!(runtime = %choice.runtime, "default runtime");
+            choice.runtime
+        }
+    };
+    runtime::for_name(&runtime_name)?;
+    let vm = runtime_name == "vm";
     if vm && !args.volume.is_empty() {
         return Err(CommandError::Refused(
             "-v/--volume is not supported with --runtime=vm: the VM cannot see host folders \
@@ -166,7 +181,7 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
             interactive: args.interactive,
         },
         host: HostConfig {
-            runtime: args.runtime.clone(),
+            runtime: runtime_name,
             memory,
             nano_cpus,
             pids_limit: args.pids_limit.filter(|l| *l > 0),

@@ -35,6 +35,8 @@ pub enum CommandError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
+    Config(#[from] crate::runtime::default::ConfigError),
+    #[error(transparent)]
     Registry(Box<crate::registry::RegistryError>),
     #[error(transparent)]
     Monitor(#[from] MonitorError),

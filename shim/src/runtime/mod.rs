@@ -1,6 +1,7 @@
 //! The runtimes that isolate a container, behind one trait: `ns` (Linux namespaces on the host)
 //! and `vm` (a microVM per container, running the same container code in the guest).
 
+pub mod default;
 mod ns;
 pub mod spec;
 pub mod user;

@@ -90,3 +90,8 @@ impl Hypervisor for Builtin {
         })
     }
 }
+
+/// Why the built-in VMM cannot boot a Linux guest on this host (None: it can).
+pub fn unavailable() -> Option<String> {
+    Builtin.unavailable(Accel::Kvm)
+}

@@ -8,6 +8,8 @@
 //! console, kept after the VM is gone), `vm-exit.json` (how the container's process ended).
 
 mod builtin;
+
+pub use builtin::unavailable as builtin_unavailable;
 pub mod client;
 mod disks;
 pub mod hypervisor;
