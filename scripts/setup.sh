@@ -104,7 +104,7 @@ printf '%s\n' "$out"
 # the initramfs holding the static guest agent as /init.
 step "installing what --runtime=vm needs (QEMU, vhost-device-vsock, ...)"
 scripts/install-vm-deps.sh
-step "building the guest kernel (cached in \${XDG_CACHE_HOME:-\$HOME/.cache}/berth)"
+step "building the guest kernel (cached outside the repository, in ~/.cache/berth)"
 scripts/build-guest-kernel.sh
 step "building the guest agent's initramfs"
 scripts/build-initramfs.sh
