@@ -150,7 +150,13 @@ fn vm_exit_code_and_stderr_pass_through() {
     let b = Berth::with_busybox();
     let out = run_vm(
         &b,
-        &["--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 7"],
+        &[
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ],
     );
     out.assert_code(7);
     assert_eq!(out.stdout, "out\n", "{out}");
@@ -167,7 +173,16 @@ fn vm_env_workdir_user_and_stdin() {
     let out = run_vm(
         &b,
         &[
-            "--rm", "-e", "FOO=bar", "-w", "/tmp", "-u", "nobody", "busybox", "sh", "-c",
+            "--rm",
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "busybox",
+            "sh",
+            "-c",
             "echo $FOO; pwd; id -u; echo $HOME",
         ],
     );
@@ -237,7 +252,12 @@ fn vm_layers_whiteouts_and_opaque_dirs() {
     let first = list();
     assert_eq!(first.len(), 3, "{first:?}");
     assert!(first.iter().all(|n| n.ends_with(".ext4")), "{first:?}");
-    let mtime = |n: &str| std::fs::metadata(images.join(n)).unwrap().modified().unwrap();
+    let mtime = |n: &str| {
+        std::fs::metadata(images.join(n))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
     let before: Vec<_> = first.iter().map(|n| mtime(n)).collect();
     run_vm(&b, &["--rm", "layered:v1"]).assert_success();
     assert_eq!(list(), first);
@@ -305,7 +325,10 @@ fn vm_run_it_gets_a_terminal() {
     out.assert_code(3);
     assert!(out.stdout.contains("/dev/pts/"), "{out}");
     assert!(!out.stdout.contains("not a tty"), "{out}");
-    assert!(out.stdout.contains("24 80"), "the window size reaches the guest: {out}");
+    assert!(
+        out.stdout.contains("24 80"),
+        "the window size reaches the guest: {out}"
+    );
 }
 
 #[test]
@@ -314,14 +337,30 @@ fn vm_exec() {
     let b = Berth::with_busybox();
     run_vm_detached(&b, &["--name", "v", "busybox", "sleep", "1000"]);
     assert!(wait_until(SLOW, || b.status("v") == "running"));
-    let out = b.run_with(&["exec", "-e", "X=1", "v", "sh", "-c", "echo x=$X; exit 5"], slow());
+    let out = b.run_with(
+        &["exec", "-e", "X=1", "v", "sh", "-c", "echo x=$X; exit 5"],
+        slow(),
+    );
     out.assert_code(5);
     assert_eq!(out.stdout, "x=1\n", "{out}");
     // The exec runs beside the main process, in the same VM.
     let out = b.run_with(&["exec", "v", "ps"], slow());
     out.assert_success();
     assert!(out.stdout.contains("sleep 1000"), "{out}");
-    let out = b.run_with(&["exec", "-u", "user", "-w", "/home", "v", "sh", "-c", "id -u; pwd"], slow());
+    let out = b.run_with(
+        &[
+            "exec",
+            "-u",
+            "user",
+            "-w",
+            "/home",
+            "v",
+            "sh",
+            "-c",
+            "id -u; pwd",
+        ],
+        slow(),
+    );
     assert_eq!(out.stdout, "1000\n/home\n", "{out}");
     if have_program("python3") {
         let out = drive(&b, &["exec", "-it", "v", "sh"], "tty; exit 4\n");
@@ -337,7 +376,12 @@ fn vm_logs_follow() {
     let b = Berth::with_busybox();
     let id = run_vm_detached(
         &b,
-        &["busybox", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 1; done"],
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo line$i; sleep 1; done",
+        ],
     );
     let out = b.run_with(&["logs", "-f", &id], slow());
     out.assert_success();
@@ -357,19 +401,33 @@ fn vm_kill_and_stop() {
     b.ok(&["kill", "k"]);
     b.wait_for_status("k", "exited", SLOW);
     assert_eq!(b.inspect("k")["State"]["ExitCode"], 137);
-    assert!(wait_until(Duration::from_secs(20), || !is_alive(vmm)), "the VM is gone");
+    assert!(
+        wait_until(Duration::from_secs(20), || !is_alive(vmm)),
+        "the VM is gone"
+    );
 
     // stop: SIGTERM reaches a process that handles it.
     run_vm_detached(
         &b,
-        &["--name", "s", "busybox", "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.2; done"],
+        &[
+            "--name",
+            "s",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while true; do sleep 0.2; done",
+        ],
     );
     assert!(wait_until(SLOW, || b.status("s") == "running"));
     std::thread::sleep(Duration::from_secs(1));
-    b.run_with(&["stop", "-t", "30", "s"], slow()).assert_success();
+    b.run_with(&["stop", "-t", "30", "s"], slow())
+        .assert_success();
     assert_eq!(b.inspect("s")["State"]["ExitCode"], 42);
     b.ok(&["rm", "k", "s"]);
-    assert!(wait_until(Duration::from_secs(20), || processes_under(b.root()).is_empty()));
+    assert!(wait_until(Duration::from_secs(20), || processes_under(
+        b.root()
+    )
+    .is_empty()));
 }
 
 #[test]
@@ -378,13 +436,19 @@ fn vm_rm_leaves_nothing_behind() {
     let b = Berth::with_busybox();
     run_vm(&b, &["--rm", "busybox", "true"]).assert_success();
     let procs = processes_under(b.root());
-    assert!(procs.is_empty(), "no VMM or vsock daemon is left: {procs:?}");
+    assert!(
+        procs.is_empty(),
+        "no VMM or vsock daemon is left: {procs:?}"
+    );
     let containers: Vec<_> = std::fs::read_dir(b.root().join("containers"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert!(containers.is_empty(), "no state folder is left: {containers:?}");
+    assert!(
+        containers.is_empty(),
+        "no state folder is left: {containers:?}"
+    );
     // Only the shared layer images stay: nothing per container.
     let images: Vec<_> = std::fs::read_dir(b.root().join("layer-images"))
         .unwrap()
@@ -436,12 +500,18 @@ fn vm_inspect_and_a_vm_that_dies() {
     let info = b.inspect("i");
     assert_eq!(info["State"]["ExitCode"], 255);
     assert!(
-        info["State"]["Error"].as_str().unwrap().contains("serial.log"),
+        info["State"]["Error"]
+            .as_str()
+            .unwrap()
+            .contains("serial.log"),
         "{info}"
     );
     assert!(serial.is_file(), "the serial log is kept");
     assert!(!socket.exists());
-    assert!(wait_until(Duration::from_secs(20), || processes_under(b.root()).is_empty()));
+    assert!(wait_until(Duration::from_secs(20), || processes_under(
+        b.root()
+    )
+    .is_empty()));
 }
 
 #[test]
@@ -449,13 +519,19 @@ fn vm_default_hypervisor_is_probed_once() {
     require_vm!();
     let b = Berth::with_busybox();
     let started = Instant::now();
-    let out = b.run_with(&["create", "--runtime=vm", "--name", "d", "busybox", "true"], slow());
+    let out = b.run_with(
+        &["create", "--runtime=vm", "--name", "d", "busybox", "true"],
+        slow(),
+    );
     out.assert_success();
     let probe: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.root().join("vm-probe.json")).unwrap()).unwrap();
     let info = b.inspect("d");
     let (hv, accel) = (
-        info["HostConfig"]["Hypervisor"].as_str().unwrap().to_string(),
+        info["HostConfig"]["Hypervisor"]
+            .as_str()
+            .unwrap()
+            .to_string(),
         info["HostConfig"]["Accel"].as_str().unwrap().to_string(),
     );
     // The choice is the fastest that the probe found working.
@@ -472,7 +548,45 @@ fn vm_default_hypervisor_is_probed_once() {
     let again = Instant::now();
     b.run_with(&["create", "--runtime=vm", "busybox", "true"], slow())
         .assert_success();
-    assert!(again.elapsed() < Duration::from_secs(5), "{:?}", again.elapsed());
+    assert!(
+        again.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        again.elapsed()
+    );
     let out = b.run_with(&["start", "-a", "d"], slow());
     out.assert_success();
+}
+
+/// The guest is a cgroup v2 system (this host is v1): the limits must hold there too.
+#[test]
+fn vm_cgroup_v2_limits_hold_in_the_guest() {
+    require_vm!();
+    let b = Berth::with_busybox();
+    // ~100 MB in the shell's memory against a 32 MiB limit: the guest's OOM killer ends it.
+    let hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo done ${#x}";
+    let out = run_vm(
+        &b,
+        &[
+            "--name", "hog", "--memory", "32m", "busybox", "sh", "-c", hog,
+        ],
+    );
+    out.assert_code(137);
+    assert!(!out.stdout.contains("done"), "{out}");
+    assert_eq!(b.inspect("hog")["State"]["OOMKilled"], true);
+
+    // 20 background sleeps against a limit of 10 processes: fork fails in the guest.
+    let forks = "i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done; echo started $i; wait";
+    let out = run_vm(
+        &b,
+        &["--rm", "--pids-limit", "10", "busybox", "sh", "-c", forks],
+    );
+    assert!(
+        out.stderr.contains("fork") || out.stderr.contains("Resource temporarily unavailable"),
+        "fork must fail under the pids limit: {out}"
+    );
+    let unlimited = run_vm(&b, &["--rm", "busybox", "sh", "-c", forks]);
+    assert!(
+        unlimited.stdout.contains("started 20"),
+        "without the limit all 20 start: {unlimited}"
+    );
 }
