@@ -38,6 +38,8 @@ pub(crate) enum ChildError {
     Loopback(#[source] SyscallError),
     #[error("failed to fork the user process")]
     Fork(#[source] Errno),
+    #[error("failed to open the exec FIFO")]
+    Fifo(#[source] Errno),
     #[error("failed to join the container's cgroup")]
     Cgroup(#[source] CgroupError),
 }
@@ -123,5 +125,59 @@ pub(crate) fn run_process(
 ) -> Result<Infallible, ChildError> {
     stdio.install()?;
     process::prepare(sys, process)?;
+    Ok(process::exec(process)?)
+}
+
+/// Like [`run_process`], but once everything up to execve succeeded (the command
+/// exists), tells the parent so (by replacing `report` with /dev/null, which the
+/// parent reads as EOF), then blocks opening `fifo` for writing until the runtime's
+/// `start` opens it for reading, writes `0`, and execs.
+pub(crate) fn run_process_after_fifo(
+    sys: &dyn Syscall,
+    process: &Process,
+    stdio: &Stdio,
+    report: BorrowedFd<'_>,
+    fifo: BorrowedFd<'_>,
+) -> Result<Infallible, ChildError> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsRawFd;
+
+    stdio.install()?;
+    process::prepare(sys, process)?;
+    let args = process.args().as_deref().unwrap_or_default();
+    let cmd = args.first().ok_or(ProcessError::NoArgs)?;
+    let env = process.env().as_deref().unwrap_or_default();
+    process::find_executable(cmd, process::path_var(env))?;
+    let reopen = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    // Release the parent: the report pipe's only write end becomes /dev/null (or closes).
+    match nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        // SAFETY: dup3 atomically replaces the report descriptor, which stays open
+        // (now on /dev/null) for its owner to close later.
+        Ok(null) => unsafe {
+            libc::dup3(null.as_raw_fd(), report.as_raw_fd(), libc::O_CLOEXEC);
+        },
+        // SAFETY: the report descriptor is never written again once the parent is released
+        // except by `fail`, which tolerates a closed descriptor.
+        Err(_) => unsafe {
+            libc::close(report.as_raw_fd());
+        },
+    }
+    let fd = loop {
+        match nix::fcntl::open(
+            reopen.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(ChildError::Fifo)?,
+        }
+    };
+    let _ = nix::unistd::write(&fd, b"0");
+    drop(fd);
     Ok(process::exec(process)?)
 }

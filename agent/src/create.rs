@@ -1,7 +1,7 @@
 //! `spawn`: create and start a container from an OCI spec.
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -134,10 +134,30 @@ impl From<Report> for SpawnError {
 
 const STACK_SIZE: usize = 8 << 20;
 
+/// Extra behaviour for OCI runtimes (see [`spawn_with`]).
+#[derive(Debug, Default)]
+pub struct SpawnOptions {
+    /// runc's create/start split: a FIFO (typically opened `O_PATH`, close-on-exec)
+    /// that the process, once fully set up and just before execve, reopens for
+    /// writing through `/proc/self/fd` (which blocks until someone opens it for
+    /// reading), writes `0` to, and closes. `spawn_with` then returns as soon as the
+    /// process is blocked there, instead of after execve. The FIFO must be
+    /// writable by the process's user (e.g. mode 0622), and the spec must mount /proc.
+    pub exec_fifo: Option<OwnedFd>,
+}
+
 /// Create the container's namespaces, cgroup, filesystem and process, and start
 /// it. Returns once the user command was exec'd (or reports why it was not).
 /// The caller must be single-threaded.
 pub fn spawn(setup: ContainerSetup) -> Result<Spawned, SpawnError> {
+    spawn_with(setup, SpawnOptions::default())
+}
+
+/// [`spawn`] with [`SpawnOptions`]. With `exec_fifo`, returns once the process is
+/// set up and blocked on the FIFO (set-up failures and a missing command are still
+/// reported); failures after the FIFO opened are only seen in the exit status.
+/// The caller must be single-threaded.
+pub fn spawn_with(setup: ContainerSetup, options: SpawnOptions) -> Result<Spawned, SpawnError> {
     let process = setup.spec.process().as_ref();
     if process
         .and_then(|p| p.args().as_ref())
@@ -166,7 +186,8 @@ pub fn spawn(setup: ContainerSetup) -> Result<Spawned, SpawnError> {
         let Some(setup) = setup.take() else {
             return 125;
         };
-        match container_main(setup, &plan, sync_r.as_fd(), report_w.as_fd()) {
+        let fifo = options.exec_fifo.as_ref().map(AsFd::as_fd);
+        match container_main(setup, &plan, sync_r.as_fd(), report_w.as_fd(), fifo) {
             Ok(never) => match never {},
             Err(e) => child::fail(report_w.as_fd(), &e),
         }
@@ -234,6 +255,7 @@ fn container_main(
     plan: &Plan,
     sync: BorrowedFd<'_>,
     report: BorrowedFd<'_>,
+    exec_fifo: Option<BorrowedFd<'_>>,
 ) -> Result<Infallible, ChildError> {
     channel::wait_go(sync)?;
     namespaces::join(&plan.join)?;
@@ -265,5 +287,8 @@ fn container_main(
         // Checked by `spawn` before the clone.
         return Err(ChildError::Process(crate::process::ProcessError::NoArgs));
     };
-    child::run_process(&sys, process, &setup.stdio)
+    match exec_fifo {
+        None => child::run_process(&sys, process, &setup.stdio),
+        Some(fifo) => child::run_process_after_fifo(&sys, process, &setup.stdio, report, fifo),
+    }
 }

@@ -19,7 +19,7 @@ pub mod spec;
 pub mod stdio;
 pub mod syscall;
 
-pub use create::{spawn, ContainerSetup, Rootfs, SpawnError, Spawned};
+pub use create::{spawn, spawn_with, ContainerSetup, Rootfs, SpawnError, SpawnOptions, Spawned};
 pub use exec::{spawn_exec, ExecSetup};
 pub use stdio::Stdio;
 

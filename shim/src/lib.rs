@@ -6,6 +6,7 @@ pub mod commands;
 pub mod container;
 pub mod context;
 pub mod monitor;
+pub mod oci;
 pub mod options;
 pub mod reference;
 pub mod registry;

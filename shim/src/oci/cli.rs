@@ -1,0 +1,238 @@
+//! runc's command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// An OCI runtime with runc's command line.
+#[derive(Debug, Parser)]
+#[command(name = "berth-runtime", disable_version_flag = true)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: Global,
+    /// Print the version.
+    #[arg(short = 'v', long)]
+    pub version: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options before the command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Where container state is kept.
+    #[arg(long, global = true, default_value = "/run/berth-runtime")]
+    pub root: PathBuf,
+    /// Log file (errors and, with --debug, debug messages).
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: String,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Accepted for compatibility; cgroupfs is used (systemd-style paths are converted).
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container (its process waits for `start`).
+    Create(CreateArgs),
+    /// Start a created container.
+    Start(IdArgs),
+    /// Print a container's state as JSON.
+    State(IdArgs),
+    /// Send a signal to a container's process.
+    Kill(KillArgs),
+    /// Remove a stopped container.
+    Delete(DeleteArgs),
+    /// Create and start a container.
+    Run(RunArgs),
+    /// Run a process in a running container.
+    Exec(ExecArgs),
+    /// List a container's processes.
+    Ps(PsArgs),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Freeze a container's processes.
+    Pause(IdArgs),
+    /// Thaw a container's processes.
+    Resume(IdArgs),
+    /// Write a default config.json.
+    Spec(SpecArgs),
+    /// Print resource usage events.
+    Events(EventsArgs),
+    /// Change a container's resource limits.
+    Update(UpdateArgs),
+}
+
+/// A command that takes only a container id.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The container id.
+    pub id: String,
+}
+
+/// `create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// The bundle directory (holding config.json).
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the container process's pid here.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket the pty master is sent to (process.terminal).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted; pivot_root is always used.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted; only 0 is supported.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Accepted for compatibility.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// The container id.
+    pub id: String,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Detach: return once started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Create options.
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+/// `kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal every process in the container's cgroup.
+    #[arg(short, long)]
+    pub all: bool,
+    /// The container id.
+    pub id: String,
+    /// Signal name or number.
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+/// `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Kill the container first if it is running.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The container id.
+    pub id: String,
+}
+
+/// `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A process.json (OCI process) to run instead of the command line.
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Allocate a pty (requires --console-socket).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Unix socket the pty master is sent to.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Write the exec process's pid here.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Detach: return once started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Extra environment, K=V.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// uid[:gid].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The container id.
+    pub id: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// table or json.
+    #[arg(short, long, default_value = "table")]
+    pub format: String,
+    /// The container id.
+    pub id: String,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// table or json.
+    #[arg(short, long, default_value = "table")]
+    pub format: String,
+    /// Print only the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `spec`.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// Where to write config.json.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Accepted; not supported.
+    #[arg(long)]
+    pub rootless: bool,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print one stats event and exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Seconds between stats events.
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
+    /// The container id.
+    pub id: String,
+}
+
+/// `update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Memory limit in bytes.
+    #[arg(short, long)]
+    pub memory: Option<i64>,
+    /// CFS quota in microseconds.
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// The container id.
+    pub id: String,
+}

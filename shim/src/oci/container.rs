@@ -1,0 +1,212 @@
+//! The container record kept in `ROOT/ID/`: `state.json` (this record),
+//! `config.json` (the spec as created) and, until `start`, `exec.fifo`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use berth_agent::cgroups::Cgroup;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use super::cli::Global;
+
+/// The FIFO the created process blocks on until `start`.
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+/// What berth-runtime remembers about a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The spec's ociVersion.
+    pub oci_version: String,
+    /// The container id.
+    pub id: String,
+    /// Host pid of the container's process.
+    pub pid: i32,
+    /// The process's start time (field 22 of /proc/PID/stat) to detect pid reuse.
+    pub start_time: u64,
+    /// The bundle's absolute path.
+    pub bundle: PathBuf,
+    /// The root filesystem's absolute path.
+    pub rootfs: PathBuf,
+    /// The spec's annotations.
+    pub annotations: HashMap<String, String>,
+    /// The cgroup path used (cgroupfs form).
+    pub cgroups_path: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+}
+
+/// A container's status, as the runtime spec names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Created, waiting for `start`.
+    Created,
+    /// Started and alive.
+    Running,
+    /// Frozen.
+    Paused,
+    /// The process exited.
+    Stopped,
+}
+
+impl Status {
+    /// The spec's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// A container id runc would accept: no path separators, not `.`/`..`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
+    if !ok {
+        bail!("invalid container id {id:?}");
+    }
+    Ok(())
+}
+
+/// `ROOT/ID`.
+pub fn dir(global: &Global, id: &str) -> PathBuf {
+    global.root.join(id)
+}
+
+impl Record {
+    /// Load a container's record; a clear error when there is none.
+    pub fn load(global: &Global, id: &str) -> Result<Record> {
+        validate_id(id)?;
+        let path = dir(global, id).join("state.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("container {id:?} does not exist")
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))
+    }
+
+    /// Write the record atomically.
+    pub fn save(&self, global: &Global) -> Result<()> {
+        let dir = dir(global, &self.id);
+        let tmp = dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join("state.json"))
+            .with_context(|| format!("cannot write the state of {}", self.id))
+    }
+
+    /// The spec saved at create time.
+    pub fn spec(&self, global: &Global) -> Result<Spec> {
+        let path = dir(global, &self.id).join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))
+    }
+
+    /// The container's cgroup.
+    pub fn cgroup(&self) -> Result<Cgroup> {
+        Cgroup::open(&self.cgroups_path).context("cannot open the container's cgroup")
+    }
+
+    /// The status, derived from the process (alive, zombie, reused pid), the
+    /// freezer and the exec FIFO.
+    pub fn status(&self, global: &Global) -> Status {
+        if !alive(self.pid, self.start_time) {
+            return Status::Stopped;
+        }
+        if dir(global, &self.id).join(EXEC_FIFO).exists() {
+            return Status::Created;
+        }
+        if self.cgroup().map(|c| frozen(&c)).unwrap_or(false) {
+            return Status::Paused;
+        }
+        Status::Running
+    }
+
+    /// The runtime-spec state object.
+    pub fn state_json(&self, status: Status) -> serde_json::Value {
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.pid
+        };
+        serde_json::json!({
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "status": status.as_str(),
+            "pid": pid,
+            "bundle": self.bundle,
+            "annotations": self.annotations,
+        })
+    }
+}
+
+/// The state and start time fields of /proc/PID/stat.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 overall; `rest` starts at field 3.
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether `pid` is the same, not yet exited process.
+pub fn alive(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match proc_stat(pid) {
+        Some((state, start)) => start == start_time && state != 'Z' && state != 'X',
+        None => false,
+    }
+}
+
+/// The freezer's control file: v1 `freezer/PATH/freezer.state`, v2 `PATH/cgroup.freeze`.
+pub fn freezer_file(cgroup: &Cgroup) -> Option<PathBuf> {
+    let dirs = cgroup.dirs();
+    match cgroup.version() {
+        berth_agent::cgroups::CgroupVersion::V2 => dirs.first().map(|d| d.join("cgroup.freeze")),
+        berth_agent::cgroups::CgroupVersion::V1 => {
+            let base = Path::new(berth_agent::cgroups::CGROUP_ROOT).join("freezer");
+            dirs.into_iter()
+                .find(|d| d.starts_with(&base))
+                .map(|d| d.join("freezer.state"))
+        }
+    }
+}
+
+fn frozen(cgroup: &Cgroup) -> bool {
+    let Some(file) = freezer_file(cgroup) else {
+        return false;
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let text = text.trim();
+            text == "FROZEN" || text == "1"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Send `signal` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: Pid, signal: nix::sys::signal::Signal) -> Result<()> {
+    match nix::sys::signal::kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot signal process {pid}")),
+    }
+}

@@ -1,0 +1,261 @@
+//! `create`: set the container up and leave its process blocked on `exec.fifo`.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use berth_agent::{spawn_with, ContainerSetup, Rootfs, SpawnOptions, Stdio};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+
+use super::cli::{CreateArgs, Global};
+use super::container::{self, Record, Status, EXEC_FIFO};
+use super::hooks::{self, Point};
+
+/// The annotation that asks for a microVM.
+pub const RUNTIME_ANNOTATION: &str = "io.berth.runtime";
+
+/// A bundle read and checked: its absolute path, spec and root filesystem.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// config.json.
+    pub spec: Spec,
+    /// The root filesystem directory.
+    pub rootfs: PathBuf,
+}
+
+/// Read and validate `dir/config.json`.
+pub fn load_bundle(dir: &Path) -> Result<Bundle> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("bundle {} does not exist", dir.display()))?;
+    let config = dir.join("config.json");
+    let text = match std::fs::read_to_string(&config) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("bundle {}: config.json not found", dir.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
+    };
+    let spec: Spec =
+        serde_json::from_str(&text).with_context(|| format!("invalid {}", config.display()))?;
+    let Some(root) = spec.root() else {
+        bail!("invalid {}: root is missing", config.display());
+    };
+    let rootfs = dir.join(root.path());
+    if !rootfs.is_dir() {
+        bail!(
+            "rootfs {} does not exist or is not a directory",
+            rootfs.display()
+        );
+    }
+    if spec.process().is_none() {
+        bail!("invalid {}: process is missing", config.display());
+    }
+    let vm = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(RUNTIME_ANNOTATION))
+        .is_some_and(|v| v == "vm");
+    if vm {
+        bail!("vm mode through the OCI runtime is not available yet ({RUNTIME_ANNOTATION}=vm)");
+    }
+    Ok(Bundle { dir, spec, rootfs })
+}
+
+/// The cgroupfs path for the spec's cgroupsPath; systemd's `slice:prefix:name`
+/// becomes `/slice/prefix-name.scope`; none gives `/berth-runtime/ID`.
+pub fn cgroups_path(spec: &Spec, id: &str) -> String {
+    let given = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty());
+    match given {
+        None => format!("/berth-runtime/{id}"),
+        Some(p) if p.starts_with('/') => p,
+        Some(p) => match p.split(':').collect::<Vec<_>>()[..] {
+            [slice, prefix, name] => {
+                let slice = if slice.is_empty() {
+                    "system.slice"
+                } else {
+                    slice
+                };
+                format!("/{slice}/{prefix}-{name}.scope")
+            }
+            _ => format!("/{p}"),
+        },
+    }
+}
+
+/// `berth-runtime create`.
+pub fn create(global: &Global, args: &CreateArgs) -> Result<()> {
+    create_container(global, args).map(|_| ())
+}
+
+/// Create the container and return its record (used by `run` too).
+pub fn create_container(global: &Global, args: &CreateArgs) -> Result<Record> {
+    container::validate_id(&args.id)?;
+    let bundle = load_bundle(&args.bundle)?;
+    if args.preserve_fds > 0 {
+        bail!("--preserve-fds is not supported");
+    }
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal && args.console_socket.is_none() {
+        bail!("process.terminal requires --console-socket");
+    }
+    std::fs::create_dir_all(&global.root)
+        .with_context(|| format!("cannot create {}", global.root.display()))?;
+    let dir = container::dir(global, &args.id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("container with id {:?} already exists", args.id)
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let mut cleanup = Cleanup {
+        dir: Some(dir.clone()),
+        pid: None,
+        cgroup: None,
+    };
+    let record = create_in(global, args, bundle, terminal, &dir, &mut cleanup)?;
+    cleanup.disarm();
+    Ok(record)
+}
+
+fn create_in(
+    global: &Global,
+    args: &CreateArgs,
+    bundle: Bundle,
+    terminal: bool,
+    dir: &Path,
+    cleanup: &mut Cleanup,
+) -> Result<Record> {
+    let mut spec = bundle.spec;
+    let cgroups_path = cgroups_path(&spec, &args.id);
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(PathBuf::from(&cgroups_path)));
+    }
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
+        .context("cannot save the spec")?;
+
+    let fifo_path = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .context("cannot create the exec FIFO")?;
+    // Writable by the container's user whatever the umask.
+    std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))?;
+    let fifo: OwnedFd = nix::fcntl::open(
+        &fifo_path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("cannot open the exec FIFO")?;
+
+    let stdio = match (&args.console_socket, terminal) {
+        (Some(path), true) => {
+            let socket = UnixStream::connect(path)
+                .with_context(|| format!("cannot connect to console socket {}", path.display()))?;
+            Stdio::ConsoleSocket {
+                socket: socket.into(),
+            }
+        }
+        _ => Stdio::Inherit,
+    };
+    let setup = ContainerSetup {
+        id: args.id.clone(),
+        spec: spec.clone(),
+        rootfs: Rootfs::Path(bundle.rootfs.clone()),
+        stdio,
+        init: false,
+    };
+    cleanup.cgroup = Some(cgroups_path.clone());
+    let spawned = spawn_with(
+        setup,
+        SpawnOptions {
+            exec_fifo: Some(fifo),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))
+    .context("cannot create the container")?;
+    let pid = spawned.pid.as_raw();
+    cleanup.pid = Some(pid);
+    let start_time = container::proc_stat(pid)
+        .map(|(_, start)| start)
+        .context("the container process exited during create")?;
+    let record = Record {
+        oci_version: spec.version().clone(),
+        id: args.id.clone(),
+        pid,
+        start_time,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs,
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroups_path,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
+    record.save(global)?;
+    if let Some(pid_file) = &args.pid_file {
+        write_pid_file(pid_file, pid)?;
+    }
+    let state = record.state_json(Status::Created);
+    for point in [
+        Point::Prestart,
+        Point::CreateRuntime,
+        Point::CreateContainer,
+    ] {
+        hooks::run(&spec, point, &state)?;
+    }
+    Ok(record)
+}
+
+/// Write a pid file atomically, as runc does.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("berth-tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write pid file {}", path.display()))
+}
+
+/// Undoes a failed create: the process, the cgroup and the state directory.
+struct Cleanup {
+    dir: Option<PathBuf>,
+    pid: Option<i32>,
+    cgroup: Option<String>,
+}
+
+impl Cleanup {
+    fn disarm(&mut self) {
+        self.dir = None;
+        self.pid = None;
+        self.cgroup = None;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = container::signal(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(path) = &self.cgroup {
+            if let Ok(cgroup) = berth_agent::cgroups::Cgroup::open(path) {
+                let _ = cgroup.destroy();
+            }
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `run`: create and start; in the foreground, wait and exit with the container's
+//! status, then delete it (as runc does).
+
+use anyhow::Result;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use super::cli::{DeleteArgs, Global, RunArgs};
+use super::create::create_container;
+use super::delete::delete;
+use super::start::start_record;
+
+/// `berth-runtime run`; returns the exit code.
+pub fn run(global: &Global, args: &RunArgs) -> Result<i32> {
+    let record = create_container(global, &args.create)?;
+    let remove = |global: &Global| {
+        let _ = delete(
+            global,
+            &DeleteArgs {
+                force: true,
+                id: record.id.clone(),
+            },
+        );
+    };
+    if let Err(e) = start_record(global, &record) {
+        remove(global);
+        return Err(e);
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let code = wait_code(Pid::from_raw(record.pid));
+    remove(global);
+    Ok(code)
+}
+
+/// Wait for a child and turn its status into a shell-style exit code.
+pub fn wait_code(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `start`: release a created container by opening its exec FIFO for reading.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::cli::Global;
+use super::container::{self, Record, Status, EXEC_FIFO};
+use super::hooks::{self, Point};
+
+/// `berth-runtime start`.
+pub fn start(global: &Global, id: &str) -> Result<()> {
+    let record = Record::load(global, id)?;
+    start_record(global, &record)
+}
+
+/// Start a loaded container (used by `run` too).
+pub fn start_record(global: &Global, record: &Record) -> Result<()> {
+    match record.status(global) {
+        Status::Created => {}
+        Status::Stopped => bail!("cannot start a container that has stopped"),
+        Status::Running | Status::Paused => bail!("cannot start an already running container"),
+    }
+    let spec = record.spec(global)?;
+    hooks::run(
+        &spec,
+        Point::StartContainer,
+        &record.state_json(Status::Created),
+    )?;
+    release(global, record)?;
+    if let Err(e) = hooks::run(&spec, Point::Poststart, &record.state_json(Status::Running)) {
+        // runc warns and carries on: the container is already running.
+        eprintln!("berth-runtime: warning: {e:#}");
+    }
+    Ok(())
+}
+
+/// Open the FIFO for reading (which unblocks the process's open for writing), read
+/// its `0`, and remove the FIFO; fails if the process died meanwhile.
+fn release(global: &Global, record: &Record) -> Result<()> {
+    let path = container::dir(global, &record.id).join(EXEC_FIFO);
+    // Non-blocking: a dead writer must not hang us.
+    let fd = nix::fcntl::open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("cannot open the exec FIFO")?;
+    let mut file = std::fs::File::from(fd);
+    let mut data = Vec::new();
+    loop {
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
+        if ready > 0 {
+            let mut buf = [0u8; 16];
+            match file.read(&mut buf) {
+                Ok(0) if !data.is_empty() => break,
+                Ok(0) => {}
+                Ok(n) => {
+                    data.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e).context("cannot read the exec FIFO"),
+            }
+        }
+        if !container::alive(record.pid, record.start_time) {
+            if !data.is_empty() {
+                break;
+            }
+            let _ = std::fs::remove_file(&path);
+            bail!("the container process exited before it was started");
+        }
+        if ready == 0 || data.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if data != b"0" {
+        bail!("unexpected data on the exec FIFO: {data:?}");
+    }
+    std::fs::remove_file(&path).context("cannot remove the exec FIFO")?;
+    Ok(())
+}

@@ -1,0 +1,645 @@
+//! `berth-runtime`, the OCI runtime with runc's command line: the create/start
+//! split, state JSON, kill/delete, run, exec, console socket, hooks and bad bundles.
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_e2e::{busybox_tarball, require_root, workspace_dir};
+use serde_json::Value;
+
+/// The berth-runtime binary next to the berth binary under test.
+fn runtime_bin() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(bin) = std::env::var_os("BERTH_RUNTIME_BIN") {
+        candidates.push(PathBuf::from(bin));
+    }
+    if let Some(profile) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+    {
+        candidates.push(profile.join("berth-runtime"));
+    }
+    candidates.push(workspace_dir().join("target/debug/berth-runtime"));
+    candidates.into_iter().find(|c| c.is_file())
+}
+
+/// A temporary runtime root and bundle built from the busybox rootfs tarball.
+struct Env {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// None (after printing why) when not root or the binary is missing.
+    fn new() -> Option<Env> {
+        if !require_root() {
+            return None;
+        }
+        let Some(bin) = runtime_bin() else {
+            println!("skipped: target/debug/berth-runtime is not built (cargo build --workspace)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        Some(Env { bin, dir })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A bundle from `berth-runtime spec` with `args`, no terminal, edited by `edit`.
+    fn bundle(&self, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let bundle = self.dir.path().join(name);
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        let status = Command::new("tar")
+            .arg("-xf")
+            .arg(busybox_tarball())
+            .arg("-C")
+            .arg(bundle.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar failed");
+        let out = Command::new(&self.bin)
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "spec: {out:?}");
+        let path = bundle.join("config.json");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["process"]["terminal"] = Value::Bool(false);
+        config["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        bundle
+    }
+
+    /// Run berth-runtime with stdout and stderr (the container's too, for
+    /// create/run) going to a file; returns the exit code and what was written.
+    fn rt(&self, args: &[&str]) -> (i32, String) {
+        let out_path = self.dir.path().join(format!(
+            "out-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = File::create(&out_path).unwrap();
+        let mut child = Command::new(&self.bin)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("berth-runtime {args:?} timed out");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let text = std::fs::read_to_string(&out_path).unwrap();
+        (status.code().unwrap_or(-1), text)
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, text) = self.rt(args);
+        assert_eq!(code, 0, "berth-runtime {args:?} failed: {text}");
+        text
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    fn wait_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state(id)["status"] != status {
+            assert!(Instant::now() < deadline, "{id} never became {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn root_is_empty(&self) -> bool {
+        std::fs::read_dir(self.root()).unwrap().next().is_none()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Leave nothing running when a test fails halfway.
+        if let Ok(entries) = std::fs::read_dir(self.root()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let _ = self.rt(&["delete", "--force", &id]);
+            }
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    format!("oci-{name}-{}", std::process::id())
+}
+
+/// cgroup directories named `id` under berth-runtime's default parent.
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut candidates = vec![PathBuf::from("/sys/fs/cgroup/berth-runtime").join(id)];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        for entry in entries.flatten() {
+            candidates.push(entry.path().join("berth-runtime").join(id));
+        }
+    }
+    for c in candidates {
+        if c.exists() {
+            found.push(c);
+        }
+    }
+    found
+}
+
+#[test]
+fn version_names_the_spec() {
+    let Some(env) = Env::new() else { return };
+    let out = env.ok(&["--version"]);
+    assert!(out.starts_with("berth-runtime version "), "{out}");
+    assert!(out.contains("\nspec: 1."), "{out}");
+}
+
+#[test]
+fn create_start_kill_delete_lifecycle() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("life");
+    let bundle = env.bundle("life", &["sh", "-c", "echo started; exec sleep 60"], |_| {});
+    let pid_file = env.dir.path().join("pid");
+    let bundle_s = bundle.to_str().unwrap();
+    env.ok(&[
+        "create",
+        "--bundle",
+        bundle_s,
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    let state = env.state(&id);
+    let obj = state.as_object().unwrap();
+    let mut keys: Vec<_> = obj.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["annotations", "bundle", "id", "ociVersion", "pid", "status"]
+    );
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], id.as_str());
+    assert_eq!(state["bundle"], bundle_s);
+    assert!(state["ociVersion"].as_str().unwrap().starts_with("1."));
+    let pid = state["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    assert!(env.root().join(&id).join("exec.fifo").exists());
+    assert!(!cgroup_dirs(&id).is_empty(), "no cgroup for {id}");
+    // Blocked before exec: the process still runs berth-runtime's image, not sleep.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_ne!(comm.trim(), "sleep");
+    // Twice is refused.
+    let (code, text) = env.rt(&["create", "--bundle", bundle_s, &id]);
+    assert_ne!(code, 0);
+    assert!(text.contains("already exists"), "{text}");
+
+    env.ok(&["start", &id]);
+    let state = env.state(&id);
+    assert_eq!(state["status"], "running");
+    assert_eq!(state["pid"].as_i64().unwrap(), pid);
+    assert!(!env.root().join(&id).join("exec.fifo").exists());
+    let list: Value = serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    let ps: Value = serde_json::from_str(&env.ok(&["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(ps, serde_json::json!([pid]));
+    let stats: Value = serde_json::from_str(env.ok(&["events", "--stats", &id]).trim()).unwrap();
+    assert_eq!(stats["type"], "stats");
+    assert_eq!(stats["data"]["pids"]["current"], 1);
+    assert!(stats["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0);
+
+    env.ok(&["pause", &id]);
+    assert_eq!(env.state(&id)["status"], "paused");
+    env.ok(&["resume", &id]);
+    assert_eq!(env.state(&id)["status"], "running");
+    env.ok(&["update", "--pids-limit", "50", &id]);
+
+    env.ok(&["kill", &id, "KILL"]);
+    env.wait_status(&id, "stopped");
+    env.ok(&["delete", &id]);
+    let (code, text) = env.rt(&["state", &id]);
+    assert_ne!(code, 0);
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(env.root_is_empty());
+    assert!(
+        cgroup_dirs(&id).is_empty(),
+        "cgroup left: {:?}",
+        cgroup_dirs(&id)
+    );
+}
+
+#[test]
+fn kill_defaults_to_term_and_delete_refuses_running() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("term");
+    let bundle = env.bundle(
+        "term",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+        |_| {},
+    );
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(env.state(&id)["status"], "running");
+    let (code, text) = env.rt(&["delete", &id]);
+    assert_ne!(code, 0);
+    assert!(text.contains("not stopped"), "{text}");
+    std::thread::sleep(Duration::from_millis(200));
+    env.ok(&["kill", &id]);
+    env.wait_status(&id, "stopped");
+    let (code, text) = env.rt(&["kill", &id, "TERM"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("not running"), "{text}");
+    env.ok(&["delete", &id]);
+    assert!(env.root_is_empty());
+}
+
+#[test]
+fn run_passes_the_exit_code_through() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("run");
+    let bundle = env.bundle("run", &["sh", "-c", "echo out-$((40+2)); exit 7"], |_| {});
+    let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(code, 7, "{text}");
+    assert!(text.contains("out-42"), "{text}");
+    // Foreground run deletes the container afterwards, as runc does.
+    assert!(env.root_is_empty());
+    assert!(cgroup_dirs(&id).is_empty());
+}
+
+#[test]
+fn delete_force_removes_a_created_container() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("force");
+    let bundle = env.bundle("force", &["sleep", "60"], |_| {});
+    env.ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    env.ok(&["delete", "--force", &id]);
+    assert!(env.root_is_empty());
+    assert!(cgroup_dirs(&id).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        if stat.is_empty() || state.starts_with('Z') {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} survived delete --force"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_runs_in_the_container() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("exec");
+    let bundle = env.bundle("exec", &["sleep", "60"], |c| {
+        c["hostname"] = Value::from("ocibox");
+    });
+    env.ok(&["run", "-d", "--bundle", bundle.to_str().unwrap(), &id]);
+    let (code, text) = env.rt(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(hostname) $((6*7)); exit 5",
+    ]);
+    assert_eq!(code, 5, "{text}");
+    assert_eq!(text.trim(), "bar /tmp ocibox 42");
+    // The exec'd process sees the container's pid namespace: sleep is PID 1.
+    let out = env.ok(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/1/comm; id -u",
+    ]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["sleep", "1000"]
+    );
+    env.ok(&["delete", "--force", &id]);
+    assert!(env.root_is_empty());
+}
+
+/// Receive one descriptor sent with SCM_RIGHTS on `socket`.
+fn receive_fd(socket: &std::os::unix::net::UnixStream) -> OwnedFd {
+    use std::os::fd::AsRawFd;
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut control = [0u8; 64];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    // SAFETY: recvmsg writes only into the buffers `msg` points to.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel filled `control` with a valid cmsg chain described by `msg`.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null(), "no control message");
+        assert_eq!((*cmsg).cmsg_level, libc::SOL_SOCKET);
+        assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn console_socket_receives_the_pty_master() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("tty");
+    let bundle = env.bundle(
+        "tty",
+        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-tty $(tty)"],
+        |c| c["process"]["terminal"] = Value::Bool(true),
+    );
+    let sock = env.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let bundle_s = bundle.to_str().unwrap();
+    // Without a console socket a terminal is refused, leaving nothing behind.
+    let (code, text) = env.rt(&["create", "--bundle", bundle_s, &id]);
+    assert_ne!(code, 0);
+    assert!(text.contains("console-socket"), "{text}");
+    assert!(env.root_is_empty());
+
+    env.ok(&[
+        "create",
+        "--bundle",
+        bundle_s,
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ]);
+    let (conn, _) = listener.accept().unwrap();
+    let master = File::from(receive_fd(&conn));
+    env.ok(&["start", &id]);
+    let mut output = Vec::new();
+    let mut master = master;
+    let mut buf = [0u8; 1024];
+    loop {
+        use std::io::Read;
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break, // EIO once the slave side is gone
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+        }
+    }
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("on-a-tty /dev/pts/0"), "{output:?}");
+    env.wait_status(&id, "stopped");
+    env.ok(&["delete", &id]);
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("hooks");
+    let log = env.dir.path().join("hooks.log");
+    let log_s = log.to_str().unwrap().to_owned();
+    let hook = |name: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo {name} $(cat) >> {log_s}")],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        })
+    };
+    let bundle = env.bundle("hooks", &["sleep", "60"], |c| {
+        c["hooks"] = serde_json::json!({
+            "prestart": [hook("prestart")],
+            "createRuntime": [hook("createRuntime")],
+            "createContainer": [hook("createContainer")],
+            "startContainer": [hook("startContainer")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+    });
+    let bundle_s = bundle.to_str().unwrap();
+    env.ok(&["create", "--bundle", bundle_s, &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        names(&text),
+        ["prestart", "createRuntime", "createContainer"]
+    );
+    env.ok(&["start", &id]);
+    env.ok(&["kill", &id, "9"]);
+    env.wait_status(&id, "stopped");
+    env.ok(&["delete", &id]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        names(&text),
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ]
+    );
+    for line in text.lines() {
+        let (name, json) = line.split_once(' ').unwrap();
+        let state: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(state["id"], id.as_str(), "{name}");
+        assert_eq!(state["bundle"], bundle_s, "{name}");
+        let expected = match name {
+            "poststart" => "running",
+            "poststop" => "stopped",
+            _ => "created",
+        };
+        assert_eq!(state["status"], expected, "{name}");
+        if name != "poststop" {
+            assert_eq!(state["pid"].as_i64().unwrap(), pid, "{name}");
+        }
+    }
+}
+
+#[test]
+fn failing_create_hook_leaves_nothing_behind() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("badhook");
+    let bundle = env.bundle("badhook", &["sleep", "60"], |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [{"path": "/bin/false"}],
+        });
+    });
+    let (code, text) = env.rt(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_ne!(code, 0);
+    assert!(text.contains("CreateRuntime hook /bin/false"), "{text}");
+    assert!(env.root_is_empty());
+    assert!(cgroup_dirs(&id).is_empty());
+}
+
+/// Breaks a bundle in one way.
+type Breaker<'a> = Box<dyn Fn(&Path) + 'a>;
+
+#[test]
+fn bad_bundles_fail_clearly_and_leave_nothing() {
+    let Some(env) = Env::new() else { return };
+    let good = env.bundle("bad", &["true"], |_| {});
+    let config = std::fs::read_to_string(good.join("config.json")).unwrap();
+    let cases: Vec<(&str, Breaker, &str)> = vec![
+        (
+            "missing",
+            Box::new(|b: &Path| std::fs::remove_file(b.join("config.json")).unwrap()),
+            "config.json not found",
+        ),
+        (
+            "invalid",
+            Box::new(|b: &Path| std::fs::write(b.join("config.json"), "{not json").unwrap()),
+            "invalid",
+        ),
+        (
+            "namespace",
+            Box::new(|b: &Path| {
+                let mut c: Value = serde_json::from_str(&config).unwrap();
+                c["linux"]["namespaces"][0]["type"] = Value::from("bogus");
+                std::fs::write(b.join("config.json"), c.to_string()).unwrap();
+            }),
+            "bogus",
+        ),
+        (
+            "rootfs",
+            Box::new(|b: &Path| {
+                std::fs::write(b.join("config.json"), &config).unwrap();
+                std::fs::remove_dir_all(b.join("rootfs")).unwrap();
+            }),
+            "rootfs",
+        ),
+        (
+            "vm",
+            Box::new(|b: &Path| {
+                let mut c: Value = serde_json::from_str(&config).unwrap();
+                c["annotations"] = serde_json::json!({"io.berth.runtime": "vm"});
+                std::fs::write(b.join("config.json"), c.to_string()).unwrap();
+            }),
+            "vm mode through the OCI runtime is not available yet",
+        ),
+    ];
+    for (name, break_it, expected) in cases {
+        // Every case starts from a good bundle.
+        if !good.join("rootfs").exists() {
+            let _ = std::fs::remove_file(good.join("config.json"));
+            let again = env.bundle("bad", &["true"], |_| {});
+            assert_eq!(again, good);
+        }
+        std::fs::write(good.join("config.json"), &config).unwrap();
+        break_it(&good);
+        let id = unique(name);
+        let (code, text) = env.rt(&["create", "--bundle", good.to_str().unwrap(), &id]);
+        assert_ne!(code, 0, "{name}: {text}");
+        assert!(text.contains(expected), "{name}: {text}");
+        assert!(text.starts_with("berth-runtime: "), "{name}: {text}");
+        assert!(env.root_is_empty(), "{name}: state left behind");
+        assert!(cgroup_dirs(&id).is_empty(), "{name}: cgroup left behind");
+    }
+}
+
+#[test]
+fn podman_runs_with_berth_runtime() {
+    let Some(env) = Env::new() else { return };
+    let Some(podman) = berth_e2e::find_program("podman") else {
+        println!("skipped: podman is not installed (apt-get install -y podman)");
+        return;
+    };
+    let storage = env.dir.path().join("podman");
+    let base = |cmd: &mut Command| {
+        cmd.arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .arg("--cgroup-manager")
+            .arg("cgroupfs")
+            .arg("--events-backend")
+            .arg("file");
+    };
+    let mut import = Command::new(&podman);
+    base(&mut import);
+    let out = import
+        .arg("import")
+        .arg(busybox_tarball())
+        .arg("localhost/ocibusybox:latest")
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        println!(
+            "skipped: podman cannot import an image here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let mut run = Command::new(&podman);
+    base(&mut run);
+    let out = run
+        .arg("--runtime")
+        .arg(&env.bin)
+        // Fixed nofile/nproc limits: podman's defaults (1048576, 4194304) need
+        // CAP_SYS_RESOURCE, which sandboxed hosts may lack.
+        .args(["run", "--rm", "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args(["localhost/ocibusybox:latest", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
+}
