@@ -31,6 +31,8 @@ pub enum OptionError {
         "no command specified: the image has no Cmd or Entrypoint, give one after the image name"
     )]
     NoCommand,
+    #[error("invalid --storage-opt \"{0}\": berth knows size=<size> (like size=10G)")]
+    StorageOpt(String),
 }
 
 /// `64m` → 67108864. Units are powers of 1024, as in Docker.
@@ -183,6 +185,18 @@ pub fn resolve_args(
     Ok(args)
 }
 
+/// `--storage-opt size=10G` → bytes; the last `size` wins; 0 when none is given.
+pub fn parse_storage_opts(opts: &[String]) -> Result<i64, OptionError> {
+    let mut size = 0;
+    for opt in opts {
+        match opt.split_once('=') {
+            Some(("size", value)) => size = parse_size(value)?,
+            _ => return Err(OptionError::StorageOpt(opt.clone())),
+        }
+    }
+    Ok(size)
+}
+
 /// `-w` must be absolute.
 pub fn check_workdir(dir: &str) -> Result<(), OptionError> {
     if Path::new(dir).is_absolute() {
@@ -288,6 +302,17 @@ mod tests {
             resolve_args(&[], &[], None, &[]),
             Err(OptionError::NoCommand)
         );
+    }
+
+    #[test]
+    fn storage_opts() {
+        assert_eq!(parse_storage_opts(&[]), Ok(0));
+        assert_eq!(parse_storage_opts(&["size=1G".into()]), Ok(1 << 30));
+        assert!(matches!(
+            parse_storage_opts(&["quota=1G".into()]),
+            Err(OptionError::StorageOpt(_))
+        ));
+        assert!(parse_storage_opts(&["size=lots".into()]).is_err());
     }
 
     #[test]

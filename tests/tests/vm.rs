@@ -590,3 +590,61 @@ fn vm_cgroup_v2_limits_hold_in_the_guest() {
         "without the limit all 20 start: {unlimited}"
     );
 }
+
+/// `--storage-opt size=` gives the writable layer its own disk, which outlives the VM.
+#[test]
+fn vm_storage_opt_gives_a_scratch_disk_that_survives_a_restart() {
+    require_vm!();
+    let b = Berth::with_busybox();
+    // Each run reports what the previous run left, then leaves its own mark.
+    let script = "cat /mark 2>/dev/null || echo none; echo kept > /mark";
+    let out = run_vm(
+        &b,
+        &[
+            "--name",
+            "disk",
+            "--storage-opt",
+            "size=64m",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    out.assert_success();
+    assert_eq!(out.stdout, "none\n", "{out}");
+    let id = b.inspect("disk")["Id"].as_str().unwrap().to_string();
+    let scratch = b.root().join("containers").join(&id).join("scratch.ext4");
+    assert_eq!(std::fs::metadata(&scratch).unwrap().len(), 64 << 20);
+
+    // Started again in a new VM, the container finds its own write (a tmpfs would not).
+    b.ok(&["start", "disk"]);
+    assert!(wait_until(Duration::from_secs(120), || b.status("disk") == "exited"));
+    assert_eq!(b.ok(&["logs", "disk"]).stdout, "none\nkept\n");
+
+    b.ok(&["rm", "disk"]);
+    assert!(!scratch.exists(), "rm removes the scratch disk");
+
+    // Not in ns mode: there the writable layer is a host folder with no size.
+    let out = b.run(&[
+        "run",
+        "--rm",
+        "--runtime=ns",
+        "--storage-opt",
+        "size=1g",
+        "busybox",
+        "true",
+    ]);
+    out.assert_code(125);
+    assert!(out.stderr.contains("--storage-opt"), "{out}");
+    let out = b.run(&[
+        "run",
+        "--rm",
+        "--runtime=ns",
+        "--storage-opt",
+        "quota=1g",
+        "busybox",
+        "true",
+    ]);
+    out.assert_code(125);
+}

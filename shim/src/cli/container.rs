@@ -65,6 +65,9 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Storage options: `size=10G` gives a vm container's writable layer a disk of its own.
+    #[arg(long = "storage-opt", value_name = "KEY=VALUE")]
+    pub storage_opt: Vec<String>,
     /// When to pull the image from its registry first.
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pub pull: String,

@@ -72,6 +72,14 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
                 .into(),
         ));
     }
+    let storage_size = options::parse_storage_opts(&args.storage_opt)?;
+    if !vm && storage_size > 0 {
+        return Err(CommandError::Refused(
+            "--storage-opt size= is only supported with --runtime=vm: with --runtime=ns the \
+             writable layer is a folder on the host's filesystem, which has no size"
+                .into(),
+        ));
+    }
     if !vm && (args.hypervisor.is_some() || args.accel.is_some()) {
         return Err(CommandError::Refused(
             "--hypervisor and --accel only apply to --runtime=vm".into(),
@@ -188,6 +196,7 @@ pub fn create_container(ctx: &Context, args: &CreateArgs) -> Result<ContainerRec
             read_only: args.read_only,
             binds,
             auto_remove: args.rm,
+            storage_size,
             hypervisor,
             accel,
         },

@@ -38,6 +38,9 @@ pub struct HostConfig {
     pub read_only: bool,
     pub binds: Vec<BindMount>,
     pub auto_remove: bool,
+    /// Bytes of the writable layer's own disk (`--storage-opt size=`, vm only); 0: none.
+    #[serde(default)]
+    pub storage_size: i64,
     /// `--runtime=vm`: the program that runs the VM (`builtin` or `qemu`); empty otherwise.
     #[serde(default)]
     pub hypervisor: String,

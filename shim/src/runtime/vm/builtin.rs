@@ -82,6 +82,10 @@ impl Hypervisor for Builtin {
             let disk = std::path::absolute(disk).unwrap_or_else(|_| disk.clone());
             command.arg("--drive").arg(format!("{},ro", disk.display()));
         }
+        if let Some(scratch) = config.scratch {
+            let scratch = std::path::absolute(scratch).unwrap_or_else(|_| scratch.to_path_buf());
+            command.arg("--drive").arg(scratch);
+        }
         let vmm = hypervisor::spawn(&mut command, config.dir)
             .map_err(|e| VmError::Launch(format!("cannot start {}: {e}", vmm.display())))?;
         Ok(Launched {

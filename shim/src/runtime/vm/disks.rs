@@ -114,6 +114,42 @@ fn build(layer: &Path, image: &Path) -> Result<(), VmError> {
     Ok(())
 }
 
+/// The container's own writable disk (`--storage-opt size=`): a sparse ext4 image in its
+/// folder, made once and kept across restarts, so the writable layer survives `stop`/`start`
+/// like a Docker container's; it goes when the container's folder goes.
+pub fn scratch_disk(container_dir: &Path, size: u64) -> Result<PathBuf, VmError> {
+    let image = container_dir.join("scratch.ext4");
+    if image.exists() {
+        return Ok(image);
+    }
+    let tmp = container_dir.join(".scratch.ext4.building");
+    let out = Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "root_owner=0:0",
+            "-L",
+            "berth-scratch",
+        ])
+        .arg(&tmp)
+        .arg(format!("{}k", size.div_ceil(1024)))
+        .output()
+        .map_err(|e| VmError::Disk(format!("cannot run mkfs.ext4 (install e2fsprogs): {e}")))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(VmError::Disk(format!(
+            "mkfs.ext4 could not make a {size}-byte scratch disk: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    std::fs::rename(&tmp, &image)
+        .map_err(|e| VmError::Disk(format!("cannot rename into {}: {e}", image.display())))?;
+    Ok(image)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,6 +68,8 @@ pub struct VmConfig<'a> {
     pub vcpus: u32,
     /// Read-only raw disk images, in guest order (/dev/vda, /dev/vdb, ...).
     pub disks: &'a [PathBuf],
+    /// A writable raw disk given after the read-only ones (the container's scratch disk).
+    pub scratch: Option<&'a Path>,
     pub accel: Accel,
 }
 

@@ -321,6 +321,10 @@ impl VmRuntime {
         remember_dir(&record.id, dir);
         let root = berth_root(dir);
         let disks = disks::layer_images(&root, &launch.layers)?;
+        let scratch = match record.host.storage_size {
+            size if size > 0 => Some(disks::scratch_disk(dir, size as u64)?),
+            _ => None,
+        };
         let name = if record.host.hypervisor.is_empty() {
             "qemu"
         } else {
@@ -366,6 +370,7 @@ impl VmRuntime {
             memory_mib,
             vcpus,
             disks: &disks,
+            scratch: scratch.as_deref(),
             accel,
         })?;
         let mut vmm = launched.vmm;
@@ -405,7 +410,13 @@ impl VmRuntime {
         let rootfs = GuestRootfs {
             // Disks appear in the guest in the order they were given: /dev/vda is the bottom.
             layers: (0..disks.len()).map(guest_disk).collect(),
-            upper: Upper::Tmpfs { size_bytes: None },
+            upper: match scratch {
+                // The scratch disk comes right after the layers.
+                Some(_) => Upper::Device {
+                    path: guest_disk(disks.len()),
+                },
+                None => Upper::Tmpfs { size_bytes: None },
+            },
         };
         expect(
             control.call(RequestBody::CreateContainer {

@@ -82,6 +82,15 @@ fn arguments(config: &VmConfig<'_>, vsock: bool) -> Vec<String> {
         args.push("-device".into());
         args.push(format!("virtio-blk-device,drive=l{i}"));
     }
+    if let Some(scratch) = config.scratch {
+        args.push("-drive".into());
+        args.push(format!(
+            "id=scratch,file={},format=raw,if=none",
+            escape(&absolute(scratch))
+        ));
+        args.push("-device".into());
+        args.push("virtio-blk-device,drive=scratch".into());
+    }
     if vsock {
         args.push("-chardev".into());
         args.push(format!("socket,id=vs,path={VHOST_SOCKET}"));
@@ -183,6 +192,7 @@ pub fn probe_boot(root: &Path, kernel: &Path, initramfs: &Path) -> Result<(), St
         memory_mib: 128,
         vcpus: 1,
         disks: &[],
+        scratch: None,
         accel: Accel::Kvm,
     };
     let qemu = qemu_binary().ok_or("qemu-system-x86_64 not found")?;
@@ -239,6 +249,7 @@ mod tests {
             memory_mib: 320,
             vcpus: 2,
             disks: &disks,
+            scratch: None,
             accel: Accel::Tcg,
         };
         let args = arguments(&config, true).join(" ");
