@@ -42,11 +42,83 @@ pub(crate) fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
-/// Parent: release the child.
-pub(crate) fn send_go(fd: OwnedFd) -> Result<(), ChannelError> {
-    std::fs::File::from(fd)
-        .write_all(b"g")
-        .map_err(|e| ChannelError::Io("write", e))
+/// Parent: release the child, keeping the pipe for later messages.
+pub(crate) fn send_go_kept(fd: BorrowedFd<'_>) -> Result<(), ChannelError> {
+    write_all(fd, b"g")
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<(), ChannelError> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(ChannelError::Io("write", e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Parent: the set-up hooks ran; hand the child the state JSON (one line).
+pub(crate) fn send_continue(fd: BorrowedFd<'_>, state: &[u8]) -> Result<(), ChannelError> {
+    let mut message = Vec::with_capacity(state.len() + 2);
+    message.push(b'c');
+    message.extend(state.iter().filter(|b| **b != b'\n'));
+    message.push(b'\n');
+    write_all(fd, &message)
+}
+
+/// Child: ask the parent to run its set-up hooks (a lone `H` on the report pipe),
+/// wait for it to say continue, and return the state JSON it sent.
+pub(crate) fn request_hooks(
+    report: BorrowedFd<'_>,
+    sync: BorrowedFd<'_>,
+) -> Result<Vec<u8>, ChannelError> {
+    write_all(report, b"H")?;
+    wait_go(sync)?;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 1];
+    loop {
+        match nix::unistd::read(sync, &mut buf) {
+            Ok(1) if buf[0] == b'\n' => return Ok(line),
+            Ok(1) => line.push(buf[0]),
+            Ok(_) => return Err(ChannelError::Abandoned),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(ChannelError::Io("read", e.into())),
+        }
+    }
+}
+
+/// What the parent reads next on the report pipe.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The child asks for the set-up hooks.
+    Hooks,
+    /// The pipe closed: `None` means the child exec'd (or was released).
+    Done(Option<Report>),
+}
+
+/// Parent: read the next [`Event`].
+pub(crate) fn read_event(file: &mut std::fs::File) -> Result<Event, ChannelError> {
+    let mut first = [0u8; 1];
+    let n = loop {
+        match file.read(&mut first) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ChannelError::Io("read", e)),
+        }
+    };
+    if n == 0 {
+        return Ok(Event::Done(None));
+    }
+    if first[0] == b'H' {
+        return Ok(Event::Hooks);
+    }
+    let mut buf = first.to_vec();
+    file.read_to_end(&mut buf)
+        .map_err(|e| ChannelError::Io("read", e))?;
+    serde_json::from_slice(&buf)
+        .map(|r| Event::Done(Some(r)))
+        .map_err(ChannelError::Decode)
 }
 
 /// Child: block until the parent releases us.
@@ -109,9 +181,32 @@ mod tests {
     }
 
     #[test]
+    fn hook_requests_interleave_with_the_report() {
+        let (report_r, report_w) = pipe().expect("pipe");
+        let (sync_r, sync_w) = pipe().expect("pipe");
+        let mut file = std::fs::File::from(report_r);
+        send_continue(sync_w.as_fd(), b"{\"pid\":\n7}").expect("continue");
+        let state = request_hooks(report_w.as_fd(), sync_r.as_fd()).expect("request");
+        assert_eq!(state, b"{\"pid\":7}");
+        assert_eq!(read_event(&mut file).expect("event"), Event::Hooks);
+        let report = Report {
+            kind: FailureKind::Setup,
+            message: "x".into(),
+        };
+        send_report(report_w.as_fd(), &report);
+        drop(report_w);
+        assert_eq!(
+            read_event(&mut file).expect("event"),
+            Event::Done(Some(report))
+        );
+        send_go_kept(sync_w.as_fd()).expect("go");
+        wait_go(sync_r.as_fd()).expect("go");
+    }
+
+    #[test]
     fn go_and_abandon() {
         let (r, w) = pipe().expect("pipe");
-        send_go(w).expect("go");
+        send_go_kept(w.as_fd()).expect("go");
         wait_go(r.as_fd()).expect("released");
         let (r, w) = pipe().expect("pipe");
         drop(w);

@@ -40,6 +40,8 @@ pub(crate) enum ChildError {
     Fork(#[source] Errno),
     #[error("failed to open the exec FIFO")]
     Fifo(#[source] Errno),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     #[error("failed to join the container's cgroup")]
     Cgroup(#[source] CgroupError),
 }
@@ -122,10 +124,31 @@ pub(crate) fn run_process(
     sys: &dyn Syscall,
     process: &Process,
     stdio: &Stdio,
+    start_hooks: Option<StartHooks<'_>>,
 ) -> Result<Infallible, ChildError> {
     stdio.install()?;
     process::prepare(sys, process)?;
+    if let Some(hooks) = start_hooks {
+        hooks.run()?;
+    }
     Ok(process::exec(process)?)
+}
+
+/// startContainer hooks and the state they read, run just before execve.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartHooks<'a> {
+    pub hooks: &'a [oci_spec::runtime::Hook],
+    pub state: &'a [u8],
+}
+
+impl StartHooks<'_> {
+    fn run(self) -> Result<(), ChildError> {
+        Ok(crate::hooks::run_all(
+            "StartContainer",
+            self.hooks,
+            self.state,
+        )?)
+    }
 }
 
 /// Like [`run_process`], but once everything up to execve succeeded (the command
@@ -138,6 +161,7 @@ pub(crate) fn run_process_after_fifo(
     stdio: &Stdio,
     report: BorrowedFd<'_>,
     fifo: BorrowedFd<'_>,
+    start_hooks: Option<StartHooks<'_>>,
 ) -> Result<Infallible, ChildError> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
@@ -177,6 +201,11 @@ pub(crate) fn run_process_after_fifo(
             other => break other.map_err(ChildError::Fifo)?,
         }
     };
+    // startContainer hooks run before `start` is told the process was released, so
+    // they finish before its poststart hooks; a failing one leaves the FIFO empty.
+    if let Some(hooks) = start_hooks {
+        hooks.run()?;
+    }
     let _ = nix::unistd::write(&fd, b"0");
     drop(fd);
     Ok(process::exec(process)?)

@@ -12,8 +12,9 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use crate::cgroups::{Cgroup, CgroupError};
-use crate::channel::{self, ChannelError, FailureKind, Report};
-use crate::child::{self, ChildError};
+use crate::channel::{self, ChannelError, Event, FailureKind, Report};
+use crate::child::{self, ChildError, StartHooks};
+use crate::hooks::{self, HookError, SpawnHooks};
 use crate::namespaces::{self, NamespaceError, Plan};
 use crate::rootfs;
 use crate::stdio::Stdio;
@@ -105,6 +106,9 @@ pub enum SpawnError {
         #[source]
         source: CgroupError,
     },
+    /// A prestart or createRuntime hook failed (the container was removed).
+    #[error(transparent)]
+    Hook(#[from] HookError),
     /// Talking to the child failed.
     #[error("failed to communicate with the container process")]
     Channel(#[source] ChannelError),
@@ -144,6 +148,12 @@ pub struct SpawnOptions {
     /// process is blocked there, instead of after execve. The FIFO must be
     /// writable by the process's user (e.g. mode 0622), and the spec must mount /proc.
     pub exec_fifo: Option<OwnedFd>,
+    /// Run the spec's set-up hooks at the runtime spec's moments: prestart and
+    /// createRuntime here (in the caller's namespaces) once the container's
+    /// namespaces and mounts exist, createContainer in the container's namespaces
+    /// after its mounts and before pivot_root, startContainer in the container
+    /// just before execve (with `exec_fifo`: once released, before `start` is told).
+    pub hooks: Option<SpawnHooks>,
 }
 
 /// Create the container's namespaces, cgroup, filesystem and process, and start
@@ -157,7 +167,8 @@ pub fn spawn(setup: ContainerSetup) -> Result<Spawned, SpawnError> {
 /// set up and blocked on the FIFO (set-up failures and a missing command are still
 /// reported); failures after the FIFO opened are only seen in the exit status.
 /// The caller must be single-threaded.
-pub fn spawn_with(setup: ContainerSetup, options: SpawnOptions) -> Result<Spawned, SpawnError> {
+pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Spawned, SpawnError> {
+    let hooks = options.hooks.take().filter(SpawnHooks::any);
     let process = setup.spec.process().as_ref();
     if process
         .and_then(|p| p.args().as_ref())
@@ -187,7 +198,12 @@ pub fn spawn_with(setup: ContainerSetup, options: SpawnOptions) -> Result<Spawne
             return 125;
         };
         let fifo = options.exec_fifo.as_ref().map(AsFd::as_fd);
-        match container_main(setup, &plan, sync_r.as_fd(), report_w.as_fd(), fifo) {
+        let channels = Channels {
+            sync: sync_r.as_fd(),
+            report: report_w.as_fd(),
+            exec_fifo: fifo,
+        };
+        match container_main(setup, &plan, channels, hooks.as_ref()) {
             Ok(never) => match never {},
             Err(e) => child::fail(report_w.as_fd(), &e),
         }
@@ -212,11 +228,9 @@ pub fn spawn_with(setup: ContainerSetup, options: SpawnOptions) -> Result<Spawne
         },
         None => None,
     };
-    let result = channel::send_go(sync_w).and_then(|()| channel::read_report(report_r));
-    let failure = match result {
-        Ok(None) => return Ok(Spawned { pid }),
-        Ok(Some(report)) => SpawnError::from(report),
-        Err(e) => SpawnError::Channel(e),
+    let failure = match follow_child(pid, sync_w, report_r, hooks.as_ref()) {
+        Ok(()) => return Ok(Spawned { pid }),
+        Err(e) => e,
     };
     abort_child(pid);
     if let Some(cgroup) = cgroup {
@@ -225,6 +239,48 @@ pub fn spawn_with(setup: ContainerSetup, options: SpawnOptions) -> Result<Spawne
         }
     }
     Err(failure)
+}
+
+/// Release the child and follow its set-up to the end (exec, the FIFO, or a
+/// failure), running the prestart and createRuntime hooks when it asks.
+fn follow_child(
+    pid: Pid,
+    sync_w: OwnedFd,
+    report_r: OwnedFd,
+    hooks: Option<&SpawnHooks>,
+) -> Result<(), SpawnError> {
+    let mut report = std::fs::File::from(report_r);
+    channel::send_go_kept(sync_w.as_fd()).map_err(SpawnError::Channel)?;
+    loop {
+        match channel::read_event(&mut report).map_err(SpawnError::Channel)? {
+            Event::Done(None) => return Ok(()),
+            Event::Done(Some(report)) => return Err(SpawnError::from(report)),
+            Event::Hooks => {
+                let Some(hooks) = hooks else {
+                    return Err(SpawnError::Setup {
+                        message: "unexpected hook request".into(),
+                    });
+                };
+                let mut state = hooks.state.clone();
+                state["pid"] = pid.as_raw().into();
+                let state = serde_json::to_vec(&state).unwrap_or_default();
+                hooks::run_all("Prestart", hooks::list(hooks.hooks.prestart()), &state)?;
+                hooks::run_all(
+                    "CreateRuntime",
+                    hooks::list(hooks.hooks.create_runtime()),
+                    &state,
+                )?;
+                channel::send_continue(sync_w.as_fd(), &state).map_err(SpawnError::Channel)?;
+            }
+        }
+    }
+}
+
+/// The child's ends of the set-up pipes.
+struct Channels<'a> {
+    sync: BorrowedFd<'a>,
+    report: BorrowedFd<'a>,
+    exec_fifo: Option<BorrowedFd<'a>>,
 }
 
 fn join_cgroup(
@@ -253,10 +309,14 @@ fn abort_child(pid: Pid) {
 fn container_main(
     setup: ContainerSetup,
     plan: &Plan,
-    sync: BorrowedFd<'_>,
-    report: BorrowedFd<'_>,
-    exec_fifo: Option<BorrowedFd<'_>>,
+    channels: Channels<'_>,
+    hooks: Option<&SpawnHooks>,
 ) -> Result<Infallible, ChildError> {
+    let Channels {
+        sync,
+        report,
+        exec_fifo,
+    } = channels;
     channel::wait_go(sync)?;
     namespaces::join(&plan.join)?;
     if let Some(path) = &plan.join_pid {
@@ -271,7 +331,29 @@ fn container_main(
     // Device nodes and mount points get exactly the modes asked for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let sys = LinuxSyscall;
-    rootfs::setup(&sys, &setup.spec, &setup.rootfs)?;
+    let root = rootfs::prepare(&sys, &setup.spec, &setup.rootfs)?;
+    // Namespaces and mounts exist, pivot_root has not happened: the parent runs
+    // prestart/createRuntime, then createContainer runs here (host paths resolve).
+    let state = match hooks {
+        Some(hooks) => {
+            let state = channel::request_hooks(report, sync)?;
+            hooks::run_all(
+                "CreateContainer",
+                hooks::list(hooks.hooks.create_container()),
+                &state,
+            )?;
+            Some(state)
+        }
+        None => None,
+    };
+    rootfs::finish(&sys, &setup.spec, &root)?;
+    let start_hooks = match (hooks, &state) {
+        (Some(hooks), Some(state)) => Some(StartHooks {
+            hooks: hooks::list(hooks.hooks.start_container()),
+            state,
+        }),
+        _ => None,
+    };
     if let (true, Some(hostname)) = (plan.own_uts, setup.spec.hostname()) {
         sys.sethostname(hostname).map_err(ChildError::Hostname)?;
     }
@@ -288,7 +370,9 @@ fn container_main(
         return Err(ChildError::Process(crate::process::ProcessError::NoArgs));
     };
     match exec_fifo {
-        None => child::run_process(&sys, process, &setup.stdio),
-        Some(fifo) => child::run_process_after_fifo(&sys, process, &setup.stdio, report, fifo),
+        None => child::run_process(&sys, process, &setup.stdio, start_hooks),
+        Some(fifo) => {
+            child::run_process_after_fifo(&sys, process, &setup.stdio, report, fifo, start_hooks)
+        }
     }
 }

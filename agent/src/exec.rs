@@ -112,5 +112,5 @@ fn intermediate(
     fds.push(report.as_raw_fd());
     // The joined pid namespace applies to children: fork the command.
     child::fork_supervised(&fds)?;
-    child::run_process(&LinuxSyscall, &setup.process, &setup.stdio)
+    child::run_process(&LinuxSyscall, &setup.process, &setup.stdio, None)
 }

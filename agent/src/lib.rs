@@ -8,6 +8,7 @@ mod child;
 pub mod create;
 mod devices;
 pub mod exec;
+pub mod hooks;
 pub mod init;
 mod mountopts;
 mod namespaces;

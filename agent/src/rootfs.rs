@@ -50,6 +50,13 @@ pub(crate) fn step<T>(
 /// Build the whole filesystem for `spec` and pivot into it. Runs in the
 /// container's fresh mount namespace.
 pub fn setup(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<()> {
+    let root = prepare(sys, spec, rootfs)?;
+    finish(sys, spec, &root)
+}
+
+/// The first half of [`setup`]: the root, the spec's mounts and /dev, before
+/// pivot_root. Returns the new root.
+pub(crate) fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<PathBuf> {
     let linux = spec.linux().as_ref();
     make_private(sys, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     let root = mount_root(sys, rootfs)?;
@@ -63,7 +70,14 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<()> {
             .unwrap_or_default();
         devices::create(sys, &root, devices)?;
     }
-    pivot(sys, &root)?;
+    Ok(root)
+}
+
+/// The second half of [`setup`]: pivot_root into `root`, then sysctls, masked
+/// and read-only paths.
+pub(crate) fn finish(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    pivot(sys, root)?;
     if let Some(linux) = linux {
         set_sysctls(sys, linux.sysctl().as_ref())?;
         mask_paths(sys, linux.masked_paths().as_deref().unwrap_or_default())?;

@@ -440,7 +440,9 @@ fn console_socket_receives_the_pty_master() {
 fn hooks_run_in_order_with_the_state_on_stdin() {
     let Some(env) = Env::new() else { return };
     let id = unique("hooks");
-    let log = env.dir.path().join("hooks.log");
+    let logs = env.dir.path().join("hooklogs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("hooks.log");
     let log_s = log.to_str().unwrap().to_owned();
     let hook = |name: &str| {
         serde_json::json!({
@@ -458,6 +460,8 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
             "poststart": [hook("poststart")],
             "poststop": [hook("poststop")],
         });
+        // startContainer runs inside the container: the log is there at the same path.
+        bind_at_same_path(c, &logs);
     });
     let bundle_s = bundle.to_str().unwrap();
     env.ok(&["create", "--bundle", bundle_s, &id]);
@@ -503,6 +507,79 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
             assert_eq!(state["pid"].as_i64().unwrap(), pid, "{name}");
         }
     }
+}
+
+/// Add a read-write bind mount of host `dir` at the same path in the container.
+fn bind_at_same_path(config: &mut Value, dir: &Path) {
+    let dir = dir.to_str().unwrap();
+    config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "destination": dir,
+            "type": "bind",
+            "source": dir,
+            "options": ["rbind", "rw"],
+        }));
+}
+
+#[test]
+fn hooks_run_in_the_namespaces_and_moments_the_spec_names() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("hookns");
+    let logs = env.dir.path().join("nslogs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("hooks.log");
+    let log_s = log.to_str().unwrap().to_owned();
+    // A host file outside the rootfs: visible before pivot_root, not after.
+    let marker = env.dir.path().join("host-only-marker");
+    std::fs::write(&marker, "x").unwrap();
+    let marker_s = marker.to_str().unwrap().to_owned();
+    let hook = |name: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!(
+                "echo {name} $(readlink /proc/self/ns/mnt) $(test -e {marker_s} && echo host-tree || echo container-tree) >> {log_s}"
+            )],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        })
+    };
+    let bundle = env.bundle("hookns", &["sleep", "60"], |c| {
+        c["hooks"] = serde_json::json!({
+            "prestart": [hook("prestart")],
+            "createRuntime": [hook("createRuntime")],
+            "createContainer": [hook("createContainer")],
+            "startContainer": [hook("startContainer")],
+            "poststart": [hook("poststart")],
+        });
+        bind_at_same_path(c, &logs);
+    });
+    env.ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let host_ns = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let container_ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_ne!(host_ns, container_ns);
+    env.ok(&["start", &id]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .map(|l| l.split(' ').map(str::to_owned).collect())
+        .collect();
+    let host = host_ns.to_str().unwrap();
+    let container = container_ns.to_str().unwrap();
+    let expected = [
+        ["prestart", host, "host-tree"],
+        ["createRuntime", host, "host-tree"],
+        // In the container's mount namespace, before pivot_root.
+        ["createContainer", container, "host-tree"],
+        // In the container, after pivot_root.
+        ["startContainer", container, "container-tree"],
+        ["poststart", host, "host-tree"],
+    ];
+    assert_eq!(rows, expected, "{text}");
+    env.ok(&["kill", &id, "9"]);
+    env.wait_status(&id, "stopped");
+    env.ok(&["delete", &id]);
 }
 
 #[test]

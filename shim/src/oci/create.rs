@@ -6,13 +6,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use berth_agent::hooks::SpawnHooks;
 use berth_agent::{spawn_with, ContainerSetup, Rootfs, SpawnOptions, Stdio};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 
 use super::cli::{CreateArgs, Global};
 use super::container::{self, Record, Status, EXEC_FIFO};
-use super::hooks::{self, Point};
 
 /// The annotation that asks for a microVM.
 pub const RUNTIME_ANNOTATION: &str = "io.berth.runtime";
@@ -172,6 +172,23 @@ fn create_in(
         }
         _ => Stdio::Inherit,
     };
+    let mut record = Record {
+        oci_version: spec.version().clone(),
+        id: args.id.clone(),
+        pid: 0,
+        start_time: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroups_path: cgroups_path.clone(),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
+    // prestart, createRuntime, createContainer and startContainer run inside
+    // spawn_with, at their moments; the agent fills in the pid.
+    let hooks = spec.hooks().clone().map(|hooks| SpawnHooks {
+        hooks,
+        state: record.state_json(Status::Created),
+    });
     let setup = ContainerSetup {
         id: args.id.clone(),
         spec: spec.clone(),
@@ -184,6 +201,7 @@ fn create_in(
         setup,
         SpawnOptions {
             exec_fifo: Some(fifo),
+            hooks,
         },
     )
     .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))
@@ -193,28 +211,11 @@ fn create_in(
     let start_time = container::proc_stat(pid)
         .map(|(_, start)| start)
         .context("the container process exited during create")?;
-    let record = Record {
-        oci_version: spec.version().clone(),
-        id: args.id.clone(),
-        pid,
-        start_time,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs,
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroups_path,
-        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-    };
+    record.pid = pid;
+    record.start_time = start_time;
     record.save(global)?;
     if let Some(pid_file) = &args.pid_file {
         write_pid_file(pid_file, pid)?;
-    }
-    let state = record.state_json(Status::Created);
-    for point in [
-        Point::Prestart,
-        Point::CreateRuntime,
-        Point::CreateContainer,
-    ] {
-        hooks::run(&spec, point, &state)?;
     }
     Ok(record)
 }

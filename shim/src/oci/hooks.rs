@@ -1,10 +1,6 @@
-//! OCI hooks: run with the state JSON on stdin, in the runtime's namespaces.
+//! OCI hooks: run with the state JSON on stdin.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use oci_spec::runtime::{Hook, Spec};
 
 /// The hook points of the runtime spec.
@@ -14,9 +10,9 @@ pub enum Point {
     Prestart,
     /// After the container's environment was created.
     CreateRuntime,
-    /// After createRuntime (run in the runtime's namespaces here).
+    /// In the container's namespaces, before pivot_root.
     CreateContainer,
-    /// At `start`, before the user process runs (run in the runtime's namespaces here).
+    /// In the container, before the user process execs.
     StartContainer,
     /// After the user process started.
     Poststart,
@@ -40,52 +36,19 @@ pub fn hooks_for(spec: &Spec, point: Point) -> Vec<Hook> {
     list.clone().unwrap_or_default()
 }
 
-/// Run every hook of `point` in order; the first failure stops them.
+/// Run every hook of `point` in order (in the runtime's namespaces); the first
+/// failure stops them. The set-up points normally run inside
+/// [`berth_agent::spawn_with`] instead, at their moments.
 pub fn run(spec: &Spec, point: Point, state: &serde_json::Value) -> Result<()> {
     let input = serde_json::to_vec(state)?;
-    for hook in hooks_for(spec, point) {
-        run_one(&hook, &input)
-            .with_context(|| format!("{point:?} hook {}", hook.path().display()))?;
-    }
+    let name = match point {
+        Point::Prestart => "Prestart",
+        Point::CreateRuntime => "CreateRuntime",
+        Point::CreateContainer => "CreateContainer",
+        Point::StartContainer => "StartContainer",
+        Point::Poststart => "Poststart",
+        Point::Poststop => "Poststop",
+    };
+    berth_agent::hooks::run_all(name, &hooks_for(spec, point), &input)?;
     Ok(())
-}
-
-fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(hook.path());
-    if let Some(args) = hook.args() {
-        if let Some((arg0, rest)) = args.split_first() {
-            cmd.arg0(arg0);
-            cmd.args(rest);
-        }
-    }
-    cmd.env_clear();
-    for var in hook.env().iter().flatten() {
-        if let Some((k, v)) = var.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().context("cannot run the hook")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
-        let _ = stdin.write_all(input);
-    }
-    let deadline = hook
-        .timeout()
-        .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if status.success() {
-                return Ok(());
-            }
-            bail!("the hook failed: {status}");
-        }
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the hook timed out");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
