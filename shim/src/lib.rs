@@ -4,6 +4,7 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod container;
+pub mod containerd;
 pub mod context;
 pub mod monitor;
 pub mod oci;
