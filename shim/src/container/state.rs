@@ -31,6 +31,9 @@ pub struct ContainerState {
     pub pid_start_time: Option<u64>,
     /// The berth process supervising the container.
     pub monitor_pid: Option<i32>,
+    /// Start time of `monitor_pid`, to tell a reused pid apart.
+    #[serde(default)]
+    pub monitor_start_time: Option<u64>,
     pub exit_code: Option<i32>,
     pub oom_killed: bool,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -46,6 +49,7 @@ impl ContainerState {
             pid: None,
             pid_start_time: None,
             monitor_pid: None,
+            monitor_start_time: None,
             exit_code: None,
             oom_killed: false,
             started_at: None,
@@ -60,6 +64,19 @@ impl ContainerState {
             (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
             _ => false,
         }
+    }
+
+    /// Whether the berth process supervising the container is still there to record its exit.
+    pub fn monitor_alive(&self) -> bool {
+        match (self.monitor_pid, self.monitor_start_time) {
+            (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+            _ => false,
+        }
+    }
+
+    /// A running container whose process and monitor are both gone: nobody will record its end.
+    pub fn is_lost(&self) -> bool {
+        self.status == Status::Running && !self.process_alive() && !self.monitor_alive()
     }
 }
 
@@ -84,6 +101,30 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_process_is_lost_only_once_its_monitor_is_gone_too() {
+        let me = std::process::id() as i32;
+        let dead_process = ContainerState {
+            status: Status::Running,
+            pid: Some(i32::MAX - 1),
+            pid_start_time: Some(1),
+            ..ContainerState::created()
+        };
+        let watched = ContainerState {
+            monitor_pid: Some(me),
+            monitor_start_time: process_start_time(me),
+            ..dead_process.clone()
+        };
+        assert!(!watched.is_lost(), "the live monitor will record the exit");
+        let orphaned = ContainerState {
+            monitor_pid: Some(me),
+            monitor_start_time: process_start_time(me).map(|t| t + 1),
+            ..dead_process.clone()
+        };
+        assert!(orphaned.is_lost(), "a reused monitor pid does not count");
+        assert!(dead_process.is_lost());
+    }
 
     #[test]
     fn start_time_is_field_22() {

@@ -113,13 +113,14 @@ impl ContainerStore {
     /// Must not be called while holding the container's lock (use [`Self::load_state`] then).
     pub fn state(&self, id: &str) -> Result<ContainerState, ContainerError> {
         let state = self.load_state(id)?;
-        if state.status != Status::Running || state.process_alive() {
+        // While the monitor lives, it records the exit itself (perhaps this very moment).
+        if !state.is_lost() {
             return Ok(state);
         }
         // Check again under the lock: the monitor may be writing the exit right now.
         let _lock = self.lock(id)?;
         let mut state = self.load_state(id)?;
-        if state.status == Status::Running && !state.process_alive() {
+        if state.is_lost() {
             state.status = Status::Exited;
             state.exit_code.get_or_insert(255);
             state.finished_at.get_or_insert_with(chrono::Utc::now);

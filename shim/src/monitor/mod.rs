@@ -131,6 +131,7 @@ fn launch(
     state.pid = Some(pid.as_raw());
     state.pid_start_time = crate::container::process_start_time(pid.as_raw());
     state.monitor_pid = Some(std::process::id() as i32);
+    state.monitor_start_time = crate::container::process_start_time(std::process::id() as i32);
     state.exit_code = None;
     state.oom_killed = false;
     state.error = None;
@@ -162,6 +163,7 @@ fn finish(
         state.pid = None;
         state.pid_start_time = None;
         state.monitor_pid = None;
+        state.monitor_start_time = None;
         state.finished_at = Some(chrono::Utc::now());
         store.save_state(&record.id, &state)?;
     }
