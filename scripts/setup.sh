@@ -33,6 +33,8 @@ packages=(
     busybox-static runc iproute2
     # the registry test (a local registry and a client that pushes to it)
     docker-registry skopeo
+    # the OCI runtime and containerd shim tests drive the real podman and containerd
+    podman containerd
     # the benchmark
     hyperfine python3
     # the tests: script(1) for the tty test, ps, tar, python3's pty module
