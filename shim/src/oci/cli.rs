@@ -37,6 +37,9 @@ pub struct Global {
     /// Accepted for compatibility; cgroupfs is used (systemd-style paths are converted).
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
+    /// `vm` runs every bundle in a microVM (as the `io.berth.runtime=vm` annotation does).
+    #[arg(long, global = true, env = "BERTH_RUNTIME_MODE")]
+    pub runtime_mode: Option<String>,
 }
 
 /// The commands.
@@ -71,6 +74,22 @@ pub enum Command {
     Events(EventsArgs),
     /// Change a container's resource limits.
     Update(UpdateArgs),
+    /// (internal) vm mode's detached stdio relay.
+    #[command(hide = true)]
+    VmRelay(VmRelayArgs),
+}
+
+/// `vm-relay` arguments.
+#[derive(Debug, Args)]
+pub struct VmRelayArgs {
+    /// Send a pty master here and relay it to the guest's tty.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Relay stdin too.
+    #[arg(long)]
+    pub interactive: bool,
+    /// The container id.
+    pub id: String,
 }
 
 /// A command that takes only a container id.

@@ -36,6 +36,9 @@ pub struct Record {
     pub cgroups_path: String,
     /// RFC 3339 creation time.
     pub created: String,
+    /// vm mode: the container runs in a microVM (`pid` is the VMM's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<super::vm::VmRecord>,
 }
 
 /// A container's status, as the runtime spec names them.
@@ -123,6 +126,9 @@ impl Record {
     /// The status, derived from the process (alive, zombie, reused pid), the
     /// freezer and the exec FIFO.
     pub fn status(&self, global: &Global) -> Status {
+        if self.vm.is_some() {
+            return super::vm::status(global, self);
+        }
         if !alive(self.pid, self.start_time) {
             return Status::Stopped;
         }

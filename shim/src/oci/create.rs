@@ -13,6 +13,7 @@ use oci_spec::runtime::Spec;
 
 use super::cli::{CreateArgs, Global};
 use super::container::{self, Record, Status, EXEC_FIFO};
+use super::hooks::{self, Point};
 
 /// The annotation that asks for a microVM.
 pub const RUNTIME_ANNOTATION: &str = "io.berth.runtime";
@@ -55,14 +56,6 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
     }
     if spec.process().is_none() {
         bail!("invalid {}: process is missing", config.display());
-    }
-    let vm = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(RUNTIME_ANNOTATION))
-        .is_some_and(|v| v == "vm");
-    if vm {
-        bail!("vm mode through the OCI runtime is not available yet ({RUNTIME_ANNOTATION}=vm)");
     }
     Ok(Bundle { dir, spec, rootfs })
 }
@@ -150,6 +143,47 @@ fn create_in(
     std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
         .context("cannot save the spec")?;
 
+    let mut record = Record {
+        oci_version: spec.version().clone(),
+        id: args.id.clone(),
+        pid: 0,
+        start_time: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroups_path: cgroups_path.clone(),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        vm: None,
+    };
+    if super::vm::wanted(global, &spec) {
+        super::vm::create(
+            global,
+            args,
+            &bundle.rootfs,
+            &spec,
+            terminal,
+            dir,
+            &mut record,
+        )?;
+        record.save(global)?;
+        if let Some(pid_file) = &args.pid_file {
+            write_pid_file(pid_file, record.pid)?;
+        }
+        // In vm mode the set-up hooks run on the host once the container was created.
+        let state = record.state_json(Status::Created);
+        for point in [
+            Point::Prestart,
+            Point::CreateRuntime,
+            Point::CreateContainer,
+        ] {
+            if let Err(e) = hooks::run(&spec, point, &state) {
+                super::vm::delete(global, &record);
+                return Err(e);
+            }
+        }
+        return Ok(record);
+    }
+
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .context("cannot create the exec FIFO")?;
@@ -171,17 +205,6 @@ fn create_in(
             }
         }
         _ => Stdio::Inherit,
-    };
-    let mut record = Record {
-        oci_version: spec.version().clone(),
-        id: args.id.clone(),
-        pid: 0,
-        start_time: 0,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroups_path: cgroups_path.clone(),
-        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
     };
     // prestart, createRuntime, createContainer and startContainer run inside
     // spawn_with, at their moments; the agent fills in the pid.

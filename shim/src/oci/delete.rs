@@ -33,9 +33,22 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> Result<()> {
                 status.as_str()
             );
         }
-        kill_all(&record);
+        if record.vm.is_none() {
+            kill_all(&record);
+        }
     }
     let spec = record.spec(global).ok();
+    if record.vm.is_some() {
+        super::vm::delete(global, &record);
+        std::fs::remove_dir_all(container::dir(global, &args.id))?;
+        if let Some(spec) = spec {
+            if let Err(e) = hooks::run(&spec, Point::Poststop, &record.state_json(Status::Stopped))
+            {
+                eprintln!("berth-runtime: warning: {e:#}");
+            }
+        }
+        return Ok(());
+    }
     if let Ok(cgroup) = record.cgroup() {
         // Anything left behind (exec'd processes) goes too.
         if let Ok(pids) = cgroup.pids() {

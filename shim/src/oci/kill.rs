@@ -28,6 +28,12 @@ pub fn kill(global: &Global, args: &KillArgs) -> Result<()> {
     let record = Record::load(global, &args.id)?;
     let signal = parse_signal(&args.signal)?;
     let status = record.status(global);
+    if record.vm.is_some() {
+        if status == Status::Stopped {
+            bail!("container not running");
+        }
+        return super::vm::kill(global, &record, signal);
+    }
     if args.all {
         if let Ok(pids) = record.cgroup().and_then(|c| Ok(c.pids()?)) {
             for pid in pids {

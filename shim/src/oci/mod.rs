@@ -26,6 +26,7 @@ pub mod spec;
 pub mod start;
 pub mod state;
 pub mod update;
+pub mod vm;
 
 use std::io::Write;
 use std::path::Path;
@@ -87,6 +88,9 @@ fn dispatch(global: &Global, command: Command) -> Result<i32> {
         Command::Spec(args) => spec::spec(&args).map(|()| 0),
         Command::Events(args) => events::events(global, &args).map(|()| 0),
         Command::Update(args) => update::update(global, &args).map(|()| 0),
+        Command::VmRelay(args) => {
+            vm::relay(global, &args.id, args.console_socket, args.interactive)
+        }
     }
 }
 

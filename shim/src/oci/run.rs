@@ -29,7 +29,11 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let code = wait_code(Pid::from_raw(record.pid));
+    let code = if record.vm.is_some() {
+        super::vm::wait(global, &record)
+    } else {
+        wait_code(Pid::from_raw(record.pid))
+    };
     remove(global);
     Ok(code)
 }

@@ -26,8 +26,17 @@ pub fn start_record(global: &Global, record: &Record) -> Result<()> {
         Status::Running | Status::Paused => bail!("cannot start an already running container"),
     }
     let spec = record.spec(global)?;
-    // startContainer hooks run in the container, before the FIFO is answered.
-    release(global, record)?;
+    if record.vm.is_some() {
+        hooks::run(
+            &spec,
+            Point::StartContainer,
+            &record.state_json(Status::Created),
+        )?;
+        super::vm::start(global, record)?;
+    } else {
+        // startContainer hooks run in the container, before the FIFO is answered.
+        release(global, record)?;
+    }
     if let Err(e) = hooks::run(&spec, Point::Poststart, &record.state_json(Status::Running)) {
         // runc warns and carries on: the container is already running.
         eprintln!("berth-runtime: warning: {e:#}");

@@ -11,10 +11,10 @@ mod builtin;
 
 pub use builtin::unavailable as builtin_unavailable;
 pub mod client;
-mod disks;
+pub(crate) mod disks;
 pub mod hypervisor;
-mod qemu;
-mod stdio;
+pub(crate) mod qemu;
+pub(crate) mod stdio;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -38,9 +38,9 @@ use client::{Agent, ClientError};
 pub use hypervisor::{Accel, SERIAL_LOG, VSOCK_SOCKET};
 
 /// The guest kernel's command line (QEMU's microvm adds the virtio-mmio devices itself).
-const CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 berth.exit=reboot quiet";
+pub(crate) const CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 berth.exit=reboot quiet";
 /// Guest memory without `--memory`.
-const DEFAULT_MEMORY_MIB: u64 = 256;
+pub(crate) const DEFAULT_MEMORY_MIB: u64 = 256;
 /// Guest memory on top of `--memory`, for the guest kernel and agent, so that the container's
 /// cgroup limit (not the VM's size) is what a hungry container hits, as with `--runtime=ns`.
 const MEMORY_OVERHEAD_MIB: u64 = 64;
@@ -152,7 +152,7 @@ impl VmInfo {
         serde_json::from_slice(&std::fs::read(dir.join("vm.json")).ok()?).ok()
     }
 
-    fn save(&self, dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join("vm.json.tmp");
         std::fs::write(
             &tmp,
@@ -167,7 +167,7 @@ impl VmInfo {
     }
 }
 
-fn alive(pid: i32, start: Option<u64>) -> bool {
+pub(crate) fn alive(pid: i32, start: Option<u64>) -> bool {
     let now = process_start_time(pid);
     now.is_some() && now == start
 }
@@ -179,7 +179,7 @@ struct ExitRecord {
     oom_killed: bool,
 }
 
-fn boot_timeout() -> Duration {
+pub(crate) fn boot_timeout() -> Duration {
     std::env::var("BERTH_VM_BOOT_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -195,7 +195,7 @@ fn berth_root(dir: &Path) -> PathBuf {
 
 /// Kills a recorded process (when it is still the same process) and waits until it is gone,
 /// reaping it when it is our child.
-fn kill_and_reap(pid: i32, start: Option<u64>, grace: Duration) {
+pub(crate) fn kill_and_reap(pid: i32, start: Option<u64>, grace: Duration) {
     let pid_t = Pid::from_raw(pid);
     let gone = |_: ()| -> bool {
         match waitpid(pid_t, Some(WaitPidFlag::WNOHANG)) {
@@ -227,7 +227,7 @@ fn kill_and_reap(pid: i32, start: Option<u64>, grace: Duration) {
 
 /// Stops a VM for good: Shutdown through the agent when it answers, then makes sure the VMM and
 /// its helpers are gone. Leaves serial.log and vmm.log.
-fn shut_down(dir: &Path, info: &VmInfo) {
+pub(crate) fn shut_down(dir: &Path, info: &VmInfo) {
     let started = Instant::now();
     if info.vmm_alive() {
         let asked = Agent::connect(dir, Duration::from_millis(500)).and_then(|mut agent| {
@@ -527,7 +527,7 @@ impl VmRuntime {
 }
 
 /// The last non-empty line of a log file.
-fn last_line(path: &Path) -> Option<String> {
+pub(crate) fn last_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .rev()
@@ -551,7 +551,7 @@ fn random_hex() -> String {
 }
 
 /// The guest device of the `index`th disk: /dev/vda, /dev/vdb, ...
-fn guest_disk(index: usize) -> String {
+pub(crate) fn guest_disk(index: usize) -> String {
     let mut name = String::new();
     let mut n = index;
     loop {
@@ -564,7 +564,7 @@ fn guest_disk(index: usize) -> String {
     format!("/dev/vd{name}")
 }
 
-fn expect(
+pub(crate) fn expect(
     body: ResponseBody,
     what: &str,
     ok: impl Fn(&ResponseBody) -> bool,

@@ -1,0 +1,396 @@
+//! vm mode: the bundle runs in a microVM (the `--runtime=vm` machinery) instead of
+//! namespaces, chosen by the `io.berth.runtime=vm` annotation, `--runtime-mode vm`
+//! or `BERTH_RUNTIME_MODE=vm`.
+//!
+//! `create` turns the rootfs directory into a read-only ext4 disk
+//! (`ROOT/ID/layer-images/rootfs.ext4`, with a tmpfs upper in the guest), boots the
+//! VM (the VMM and vsock daemon in their own sessions, recorded in `ROOT/ID/vm.json`,
+//! the vsock socket in `ROOT/ID`), sends CreateContainer, and leaves a detached relay
+//! (`berth-runtime vm-relay`, its own session) that pumps the caller's fds 0/1/2 (or
+//! a pty sent to `--console-socket`) to the guest's stdio connections and Waits for
+//! the container; it writes `ROOT/ID/exit.json` when the container exits. `start`
+//! sends StartContainer and marks `ROOT/ID/vm-started`; `kill` sends Signal;
+//! `delete` sends Shutdown and stops the VMM, the daemon and the relay.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_agent::protocol::{GuestRootfs, RequestBody, ResponseBody, StdioStream, Upper};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use super::cli::{CreateArgs, Global};
+use super::container::{self, Record, Status};
+use super::create::RUNTIME_ANNOTATION;
+use crate::container::process_start_time;
+use crate::runtime::vm::client::{self, Agent};
+use crate::runtime::vm::{self, hypervisor, Accel, VmInfo};
+
+/// Written by `start` once StartContainer succeeded.
+pub const STARTED: &str = "vm-started";
+/// Written by the relay when the container exited.
+pub const EXIT: &str = "exit.json";
+/// Written by the relay once its stdio connections are open.
+const READY: &str = "relay.ready";
+
+/// The relay process, recorded in the container's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// The relay's pid.
+    pub relay_pid: i32,
+    /// Its start time.
+    pub relay_start: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Exit {
+    exit_code: i32,
+}
+
+/// Whether this bundle runs in a VM.
+pub fn wanted(global: &Global, spec: &Spec) -> bool {
+    let annotated = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(RUNTIME_ANNOTATION))
+        .is_some_and(|v| v == "vm");
+    annotated || global.runtime_mode.as_deref() == Some("vm")
+}
+
+fn err(e: impl std::error::Error) -> anyhow::Error {
+    anyhow::anyhow!(crate::error_chain(&e))
+}
+
+/// The spec as the guest agent gets it: no host bind mounts, no hooks, no
+/// namespace paths (they name host namespaces).
+pub fn guest_spec(spec: &Spec) -> Spec {
+    let mut spec = spec.clone();
+    spec.set_hooks(None);
+    if let Some(mounts) = spec.mounts().clone() {
+        let kept = mounts
+            .into_iter()
+            .filter(|m| m.typ().as_deref() != Some("bind"))
+            .collect();
+        spec.set_mounts(Some(kept));
+    }
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces().clone() {
+            let kept = ns.into_iter().filter(|n| n.path().is_none()).collect();
+            linux.set_namespaces(Some(kept));
+        }
+    }
+    spec
+}
+
+fn is_dev_null(fd: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (
+        std::fs::metadata(format!("/proc/self/fd/{fd}")),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return true;
+    };
+    a.rdev() == b.rdev() && a.ino() == b.ino()
+}
+
+/// Boot the VM and create the container in it; fills `record.pid` (the VMM) and `record.vm`.
+pub fn create(
+    global: &Global,
+    args: &CreateArgs,
+    rootfs: &Path,
+    spec: &Spec,
+    terminal: bool,
+    dir: &Path,
+    record: &mut Record,
+) -> Result<()> {
+    let mut guard = Teardown { dir: Some(dir) };
+    let (kernel, initramfs) = vm::guest_images().map_err(err)?;
+    let disks = vm::disks::layer_images(dir, &[rootfs.to_path_buf()])
+        .map_err(err)
+        .context("cannot build the rootfs disk")?;
+    std::fs::create_dir_all(&global.root)?;
+    let (name, accel) = vm::choose(&global.root, None, None).map_err(err)?;
+    let accel = Accel::parse(&accel).map_err(err)?;
+    let hv = hypervisor::by_name(&name).map_err(err)?;
+    let launched = hv
+        .launch(&hypervisor::VmConfig {
+            dir,
+            kernel: &kernel,
+            initramfs: &initramfs,
+            cmdline: vm::CMDLINE.to_string(),
+            memory_mib: vm::DEFAULT_MEMORY_MIB,
+            vcpus: 1,
+            disks: &disks,
+            scratch: None,
+            accel,
+        })
+        .map_err(err)
+        .context("cannot boot the VM")?;
+    let mut vmm = launched.vmm;
+    let vmm_pid = vmm.id() as i32;
+    let info = VmInfo {
+        hypervisor: name,
+        accel: accel.as_str().to_string(),
+        vmm_pid,
+        vmm_start_time: process_start_time(vmm_pid),
+        helpers: launched
+            .helpers
+            .iter()
+            .map(|c| (c.id() as i32, process_start_time(c.id() as i32)))
+            .collect(),
+        memory_mib: vm::DEFAULT_MEMORY_MIB,
+        vcpus: 1,
+        disks: disks.clone(),
+    };
+    info.save(dir)?;
+    // The VMM and the daemon outlive this process; delete stops them by pid.
+    drop(launched.helpers);
+    let mut control = Agent::wait_ready(dir, vm::boot_timeout(), || {
+        let status = vmm.try_wait().ok().flatten()?;
+        Some(match vm::last_line(&dir.join(hypervisor::VMM_LOG)) {
+            Some(line) => format!("{status}: {line}"),
+            None => status.to_string(),
+        })
+    })
+    .map_err(err)
+    .context("the VM did not come up")?;
+    control.set_timeout(Some(Duration::from_secs(60)))?;
+    let interactive = !terminal && !is_dev_null(0);
+    let body = control
+        .call(RequestBody::CreateContainer {
+            id: args.id.clone(),
+            spec: guest_spec(spec),
+            rootfs: GuestRootfs {
+                layers: vec![vm::guest_disk(0)],
+                upper: Upper::Tmpfs { size_bytes: None },
+            },
+            terminal,
+            interactive,
+        })
+        .map_err(err)?;
+    vm::expect(body, "Created", |b| matches!(b, ResponseBody::Created)).map_err(err)?;
+
+    let relay = spawn_relay(global, args, terminal, interactive, dir)?;
+    record.pid = vmm_pid;
+    record.start_time = info.vmm_start_time.unwrap_or_default();
+    record.vm = Some(relay);
+    guard.dir = None;
+    Ok(())
+}
+
+fn spawn_relay(
+    global: &Global,
+    args: &CreateArgs,
+    terminal: bool,
+    interactive: bool,
+    dir: &Path,
+) -> Result<VmRecord> {
+    let exe = std::env::current_exe().context("cannot find berth-runtime itself")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root").arg(&global.root).arg("vm-relay");
+    if let (true, Some(path)) = (terminal, &args.console_socket) {
+        cmd.arg("--console-socket").arg(path);
+    }
+    if interactive {
+        cmd.arg("--interactive");
+    }
+    cmd.arg(&args.id);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the stdio relay")?;
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join(READY).exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("the stdio relay exited: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the stdio relay did not attach");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(VmRecord {
+        relay_pid: pid,
+        relay_start: container::proc_stat(pid).map(|(_, s)| s).unwrap_or(0),
+    })
+}
+
+/// Undoes a failed vm create (the state directory itself is the caller's).
+struct Teardown<'a> {
+    dir: Option<&'a Path>,
+}
+
+impl Drop for Teardown<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir {
+            stop_vm(dir, None);
+        }
+    }
+}
+
+fn stop_vm(dir: &Path, relay: Option<&VmRecord>) {
+    if let Some(info) = VmInfo::load(dir) {
+        vm::shut_down(dir, &info);
+    }
+    if let Some(relay) = relay {
+        if container::alive(relay.relay_pid, relay.relay_start) {
+            let _ = container::signal(Pid::from_raw(relay.relay_pid), Signal::SIGKILL);
+        }
+        vm::kill_and_reap(
+            relay.relay_pid,
+            Some(relay.relay_start),
+            Duration::from_millis(500),
+        );
+    }
+}
+
+/// The status of a vm container.
+pub fn status(global: &Global, record: &Record) -> Status {
+    let dir = container::dir(global, &record.id);
+    if !container::alive(record.pid, record.start_time) || dir.join(EXIT).exists() {
+        return Status::Stopped;
+    }
+    if !dir.join(STARTED).exists() {
+        return Status::Created;
+    }
+    Status::Running
+}
+
+/// The exit code the relay recorded.
+pub fn exit_code(global: &Global, record: &Record) -> Option<i32> {
+    let bytes = std::fs::read(container::dir(global, &record.id).join(EXIT)).ok()?;
+    serde_json::from_slice::<Exit>(&bytes)
+        .ok()
+        .map(|e| e.exit_code)
+}
+
+fn agent(global: &Global, record: &Record) -> Result<Agent> {
+    let agent = Agent::connect(&container::dir(global, &record.id), Duration::from_secs(5))
+        .map_err(err)
+        .context("cannot reach the guest agent")?;
+    agent.set_timeout(Some(Duration::from_secs(60)))?;
+    Ok(agent)
+}
+
+/// `start` for a vm container.
+pub fn start(global: &Global, record: &Record) -> Result<()> {
+    let body = agent(global, record)?
+        .call(RequestBody::StartContainer {
+            id: record.id.clone(),
+        })
+        .map_err(err)?;
+    vm::expect(body, "Started", |b| {
+        matches!(b, ResponseBody::Started { .. })
+    })
+    .map_err(err)?;
+    std::fs::write(container::dir(global, &record.id).join(STARTED), b"")?;
+    Ok(())
+}
+
+/// `kill` for a vm container.
+pub fn kill(global: &Global, record: &Record, signal: Signal) -> Result<()> {
+    let body = agent(global, record)?
+        .call(RequestBody::Signal {
+            id: record.id.clone(),
+            signal: signal as i32,
+        })
+        .map_err(err)?;
+    vm::expect(body, "Ok", |b| matches!(b, ResponseBody::Ok)).map_err(err)
+}
+
+/// `delete` for a vm container: Shutdown, then the VMM, the daemon and the relay go.
+pub fn delete(global: &Global, record: &Record) {
+    stop_vm(&container::dir(global, &record.id), record.vm.as_ref());
+}
+
+/// Wait (polling) until the container stopped; its exit code.
+pub fn wait(global: &Global, record: &Record) -> i32 {
+    while status(global, record) != Status::Stopped {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    exit_code(global, record).unwrap_or(255)
+}
+
+/// `berth-runtime vm-relay`: the detached process that pumps stdio for the
+/// container's lifetime and records its exit.
+pub fn relay(
+    global: &Global,
+    id: &str,
+    console: Option<PathBuf>,
+    interactive: bool,
+) -> Result<i32> {
+    let dir = container::dir(global, id);
+    let mut outputs = Vec::new();
+    match console {
+        Some(path) => {
+            let socket = UnixStream::connect(&path)
+                .with_context(|| format!("cannot connect to console socket {}", path.display()))?;
+            let attached = vm::stdio::attach(
+                &dir,
+                id,
+                berth_agent::Stdio::ConsoleSocket {
+                    socket: socket.into(),
+                },
+                true,
+            )
+            .map_err(err)?;
+            attached
+                .started
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        None => {
+            for (stream, fd) in [(StdioStream::Stdout, 1), (StdioStream::Stderr, 2)] {
+                let mut conn = client::attach(&dir, id, stream).map_err(err)?;
+                let mut out = File::from(dup(fd)?);
+                outputs.push(std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut conn, &mut out);
+                }));
+            }
+            if interactive {
+                let mut conn = client::attach(&dir, id, StdioStream::Stdin).map_err(err)?;
+                let mut input = File::from(dup(0)?);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut input, &mut conn);
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    }
+    let mut waiter = Agent::connect(&dir, Duration::from_secs(5)).map_err(err)?;
+    waiter.set_timeout(None)?;
+    std::fs::write(dir.join(READY), b"")?;
+    let exit_code = match waiter.call(RequestBody::Wait { id: id.to_string() }) {
+        Ok(ResponseBody::Exited { exit_code, .. }) => exit_code,
+        _ => 255,
+    };
+    for thread in outputs {
+        let _ = thread.join();
+    }
+    let tmp = dir.join("exit.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&Exit { exit_code })?)?;
+    std::fs::rename(tmp, dir.join(EXIT))?;
+    Ok(0)
+}
+
+fn dup(fd: i32) -> Result<OwnedFd> {
+    // SAFETY: fds 0/1/2 are open for the process's lifetime.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .with_context(|| format!("cannot duplicate fd {}", borrowed.as_raw_fd()))
+}
