@@ -799,6 +799,9 @@ fn vm_create_start_kill_delete_lifecycle() {
     assert!(dir.join("vsock.sock").exists());
     env.ok(&["start", &id]);
     assert_eq!(env.state(&id)["status"], "running");
+    let (code, text) = env.rt(&["exec", &id, "sh", "-c", "echo in the guest; exit 3"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("in the guest"), "{text}");
     env.ok(&["kill", &id, "KILL"]);
     env.wait_status(&id, "stopped");
     // The VMM and the vsock daemon, as recorded at create.
@@ -845,4 +848,45 @@ fn process_alive(pid: i64) -> bool {
         }
         Err(_) => false,
     }
+}
+
+#[test]
+fn vm_console_socket_relays_the_guest_tty() {
+    let Some(env) = vm_env() else { return };
+    let id = unique("vmtty");
+    let bundle = env.bundle(
+        "vmtty",
+        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo on-a-guest-tty"],
+        |c| {
+            c["process"]["terminal"] = Value::Bool(true);
+            c["annotations"] = serde_json::json!({"io.berth.runtime": "vm"});
+        },
+    );
+    let sock = env.dir.path().join("vmconsole.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    env.ok(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ]);
+    let (conn, _) = listener.accept().unwrap();
+    let mut master = File::from(receive_fd(&conn));
+    env.ok(&["start", &id]);
+    let mut output = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        use std::io::Read;
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+        }
+    }
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("on-a-guest-tty"), "{output:?}");
+    env.wait_status(&id, "stopped");
+    env.ok(&["delete", &id]);
+    assert!(!env.root().join(&id).exists());
 }

@@ -56,10 +56,13 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32> {
     if record.status(global) != Status::Running {
         bail!("cannot exec in a container that is not running");
     }
-    if record.vm.is_some() {
-        bail!("exec in a vm-mode container is not supported yet");
-    }
     let process = build_process(&record, global, args)?;
+    if record.vm.is_some() {
+        if args.detach || args.pid_file.is_some() {
+            bail!("exec --detach/--pid-file in a vm-mode container is not supported yet");
+        }
+        return super::vm::exec(global, &record, process);
+    }
     let terminal = process.terminal().unwrap_or(false);
     let stdio = match (terminal, &args.console_socket) {
         (true, Some(path)) => Stdio::ConsoleSocket {

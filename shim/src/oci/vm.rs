@@ -353,23 +353,7 @@ pub fn relay(
                 .started
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        None => {
-            for (stream, fd) in [(StdioStream::Stdout, 1), (StdioStream::Stderr, 2)] {
-                let mut conn = client::attach(&dir, id, stream).map_err(err)?;
-                let mut out = File::from(dup(fd)?);
-                outputs.push(std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut conn, &mut out);
-                }));
-            }
-            if interactive {
-                let mut conn = client::attach(&dir, id, StdioStream::Stdin).map_err(err)?;
-                let mut input = File::from(dup(0)?);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut input, &mut conn);
-                    let _ = conn.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        }
+        None => outputs = pump_fds(&dir, id, interactive)?,
     }
     let mut waiter = Agent::connect(&dir, Duration::from_secs(5)).map_err(err)?;
     waiter.set_timeout(None)?;
@@ -385,6 +369,69 @@ pub fn relay(
     std::fs::write(&tmp, serde_json::to_vec(&Exit { exit_code })?)?;
     std::fs::rename(tmp, dir.join(EXIT))?;
     Ok(0)
+}
+
+/// Connect process `id`'s stdio streams to fds 0/1/2; the output threads end when
+/// the guest closes the streams.
+fn pump_fds(dir: &Path, id: &str, interactive: bool) -> Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut outputs = Vec::new();
+    for (stream, fd) in [(StdioStream::Stdout, 1), (StdioStream::Stderr, 2)] {
+        let mut conn = client::attach(dir, id, stream).map_err(err)?;
+        let mut out = File::from(dup(fd)?);
+        outputs.push(std::thread::spawn(move || {
+            let _ = std::io::copy(&mut conn, &mut out);
+        }));
+    }
+    if interactive {
+        let mut conn = client::attach(dir, id, StdioStream::Stdin).map_err(err)?;
+        let mut input = File::from(dup(0)?);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut input, &mut conn);
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    Ok(outputs)
+}
+
+/// `exec` in a vm container, in the foreground (no terminal): its exit code.
+pub fn exec(global: &Global, record: &Record, process: oci_spec::runtime::Process) -> Result<i32> {
+    if process.terminal().unwrap_or(false) {
+        bail!("exec with a terminal in a vm-mode container is not supported yet");
+    }
+    let dir = container::dir(global, &record.id);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let exec_id = format!("exec-{}-{nanos}", std::process::id());
+    let interactive = !is_dev_null(0);
+    let outputs = pump_fds(&dir, &exec_id, interactive)?;
+    let body = agent(global, record)?
+        .call(RequestBody::Exec {
+            container_id: record.id.clone(),
+            exec_id: exec_id.clone(),
+            process,
+            terminal: false,
+            interactive,
+        })
+        .map_err(err)?;
+    vm::expect(body, "Started", |b| {
+        matches!(b, ResponseBody::Started { .. })
+    })
+    .map_err(err)?;
+    let mut waiter = agent(global, record)?;
+    waiter.set_timeout(None)?;
+    let code = match waiter
+        .call(RequestBody::Wait { id: exec_id })
+        .map_err(err)?
+    {
+        ResponseBody::Exited { exit_code, .. } => exit_code,
+        other => bail!("the guest agent answered {other:?} to Wait"),
+    };
+    for thread in outputs {
+        let _ = thread.join();
+    }
+    Ok(code)
 }
 
 fn dup(fd: i32) -> Result<OwnedFd> {
