@@ -1017,6 +1017,65 @@ pub mod archive {
     }
 }
 
+/// Runs a program on a fresh pseudo-terminal (24x80) through python3's `pty` module: once
+/// the program shows a shell prompt (`# ` or `$ `), or after `patience` without one, types
+/// `typed`; returns what the terminal showed and the program's exit code.
+pub fn drive_pty<S: AsRef<std::ffi::OsStr>>(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[S],
+    typed: &str,
+    patience: Duration,
+    timeout: Duration,
+) -> Output {
+    const DRIVER: &str = r##"
+import fcntl, os, pty, select, struct, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+typed = os.environ["TYPE"].encode()
+patience = float(os.environ["PATIENCE"])
+limit = float(os.environ["LIMIT"])
+out = b""
+sent = False
+start = time.time()
+while time.time() - start < limit:
+    if not sent and (b"# " in out or b"$ " in out or time.time() - start > patience):
+        time.sleep(0.2)
+        os.write(fd, typed)
+        sent = True
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if fd in r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+else:
+    os.kill(pid, 9)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"##;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(DRIVER)
+        .arg(program)
+        .args(args)
+        .env("TYPE", typed)
+        .env("PATIENCE", patience.as_secs_f64().to_string())
+        .env("LIMIT", timeout.as_secs_f64().to_string());
+    run_command(
+        cmd,
+        RunOpts {
+            timeout: Some(timeout + Duration::from_secs(30)),
+            ..RunOpts::default()
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use berth_e2e::{
-    busybox_tarball, find_program, require_root, run_command, wait_until, workspace_dir, RunOpts,
-    IMAGE_PATH,
+    busybox_tarball, drive_pty, find_program, require_root, run_command, wait_until, workspace_dir,
+    RunOpts, IMAGE_PATH,
 };
 use sha2::{Digest, Sha256};
 
@@ -267,37 +267,6 @@ fn ctr_detached_exec_kill_delete() {
     assert!(!c.ok(&["container", "ls"]).contains(&id));
 }
 
-/// Runs argv[1:] on a new pty, types $TYPE once output appears (or after 3s)
-/// and relays what it read; exits with the child's code.
-const DRIVER: &str = r##"
-import os, pty, select, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-typed = os.environ["TYPE"].encode()
-out = b""
-sent = False
-start = time.time()
-while time.time() - start < 60:
-    if not sent and (b"# " in out or time.time() - start > 3):
-        os.write(fd, typed)
-        sent = True
-    r, _, _ = select.select([fd], [], [], 0.2)
-    if fd in r:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-else:
-    os.kill(pid, 9)
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"##;
-
 #[test]
 fn ctr_run_with_a_tty() {
     let Some(c) = Containerd::start() else { return };
@@ -306,21 +275,16 @@ fn ctr_run_with_a_tty() {
         return;
     }
     let id = unique("t4");
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(DRIVER)
-        .arg(&c.ctr)
-        .arg("-a")
-        .arg(c.socket())
-        .args(RUN)
-        .args(["--rm", "-t", IMAGE, &id, "sh"])
-        .env("TYPE", "tty; exit 4\n");
-    let out = run_command(
-        cmd,
-        RunOpts {
-            timeout: Some(Duration::from_secs(90)),
-            ..RunOpts::default()
-        },
+    let socket = c.socket();
+    let mut args: Vec<&str> = vec!["-a", &socket];
+    args.extend_from_slice(RUN);
+    args.extend_from_slice(&["--rm", "-t", IMAGE, &id, "sh"]);
+    let out = drive_pty(
+        &c.ctr,
+        &args,
+        "tty; exit 4\n",
+        Duration::from_secs(3),
+        Duration::from_secs(60),
     );
     assert_eq!(out.code, 4, "{out}\n{}", c.log());
     assert!(out.stdout.contains("/dev/pts/"), "{out}");

@@ -2,58 +2,19 @@
 //! `pty` module.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
-use berth_e2e::{have_program, require_root, run_command, wait_until, Berth, RunOpts};
-
-/// Runs argv[1:] on a new pty as its controlling terminal, waits for a shell
-/// prompt ("# " or "$ "), types $TYPE, and relays everything it read to
-/// stdout; exits with the child's exit code.
-const DRIVER: &str = r##"
-import os, pty, select, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-typed = os.environ["TYPE"].encode()
-out = b""
-sent = False
-start = time.time()
-while time.time() - start < 60:
-    if not sent and (b"# " in out or b"$ " in out or time.time() - start > 10):
-        os.write(fd, typed)
-        sent = True
-    r, _, _ = select.select([fd], [], [], 0.2)
-    if fd in r:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-else:
-    os.kill(pid, 9)
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"##;
+use berth_e2e::{drive_pty, have_program, path_str, require_root, wait_until, Berth};
 
 fn drive(b: &Berth, args: &[&str], typed: &str) -> berth_e2e::Output {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(DRIVER)
-        .arg(b.bin())
-        .arg("--root")
-        .arg(b.root())
-        .args(args)
-        .env("TYPE", typed);
-    run_command(
-        cmd,
-        RunOpts {
-            timeout: Some(Duration::from_secs(90)),
-            ..RunOpts::default()
-        },
+    let mut full = vec!["--root", path_str(b.root())];
+    full.extend_from_slice(args);
+    drive_pty(
+        b.bin(),
+        &full,
+        typed,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
     )
 }
 

@@ -6,13 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_e2e::archive::{image_archive, tar, Entry};
 use berth_e2e::{
-    busybox_tarball, find_program, have_program, require_root, run_command, wait_until, Berth,
-    RunOpts,
+    busybox_tarball, drive_pty, find_program, have_program, path_str, require_root, wait_until,
+    Berth, RunOpts,
 };
 
 /// The runtime and hypervisor flags every test uses: TCG boots a Linux guest on any host.
@@ -265,49 +264,16 @@ fn vm_layers_whiteouts_and_opaque_dirs() {
     assert_eq!(before, after, "layer images are not rebuilt");
 }
 
-/// Runs argv[1:] on a new pty (rows 24, cols 80) as its controlling terminal, waits for a
-/// shell prompt, types $TYPE, relays everything read to stdout; exits with the child's code.
-const DRIVER: &str = r##"
-import fcntl, os, pty, select, struct, sys, termios, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-typed = os.environ["TYPE"].encode()
-out = b""
-sent = False
-start = time.time()
-while time.time() - start < 150:
-    if not sent and (b"# " in out or b"$ " in out or time.time() - start > 60):
-        time.sleep(0.5)
-        os.write(fd, typed)
-        sent = True
-    r, _, _ = select.select([fd], [], [], 0.2)
-    if fd in r:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-else:
-    os.kill(pid, 9)
-_, status = os.waitpid(pid, 0)
-sys.stdout.write(out.decode(errors="replace"))
-sys.exit(os.waitstatus_to_exitcode(status))
-"##;
-
 fn drive(b: &Berth, args: &[&str], typed: &str) -> berth_e2e::Output {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c")
-        .arg(DRIVER)
-        .arg(b.bin())
-        .arg("--root")
-        .arg(b.root())
-        .args(args)
-        .env("TYPE", typed);
-    run_command(cmd, slow())
+    let mut full = vec!["--root", path_str(b.root())];
+    full.extend_from_slice(args);
+    drive_pty(
+        b.bin(),
+        &full,
+        typed,
+        Duration::from_secs(60),
+        Duration::from_secs(150),
+    )
 }
 
 #[test]
