@@ -104,7 +104,6 @@ fn become_terminal(slave: &OwnedFd) -> Result<(), StdioError> {
 /// and returns the slave.
 fn open_pty_and_send_master(socket: BorrowedFd<'_>) -> Result<OwnedFd, StdioError> {
     use nix::fcntl::OFlag;
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(err("open /dev/ptmx"))?;
@@ -117,6 +116,15 @@ fn open_pty_and_send_master(socket: BorrowedFd<'_>) -> Result<OwnedFd, StdioErro
         nix::sys::stat::Mode::empty(),
     )
     .map_err(err("open the pty slave"))?;
+    send_console(socket, master.as_fd())?;
+    Ok(slave)
+}
+
+/// Sends a pty master over a connected Unix socket with SCM_RIGHTS (the sending side of a
+/// console socket); [`receive_console`] takes it on the other end.
+pub fn send_console(socket: BorrowedFd<'_>, master: BorrowedFd<'_>) -> Result<(), StdioError> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
     let fds = [master.as_raw_fd()];
     let payload = [std::io::IoSlice::new(b"pty")];
     sendmsg::<()>(
@@ -127,7 +135,7 @@ fn open_pty_and_send_master(socket: BorrowedFd<'_>) -> Result<OwnedFd, StdioErro
         None,
     )
     .map_err(err("send the pty master"))?;
-    Ok(slave)
+    Ok(())
 }
 
 /// The caller's side of [`Stdio::ConsoleSocket`]: receives the pty master the process sent.

@@ -77,7 +77,8 @@ pub fn attach(dir: &Path, id: &str, stdio: Stdio, interactive: bool) -> Result<A
         Stdio::ConsoleSocket { socket } => {
             let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
             make_raw(pty.slave.as_fd())?;
-            send_master(socket.as_fd(), pty.master.as_fd())?;
+            berth_agent::stdio::send_console(socket.as_fd(), pty.master.as_fd())
+                .map_err(io::Error::other)?;
             drop(pty.master);
             drop(socket);
             let conn = client::attach(dir, id, StdioStream::Tty)?;
@@ -113,23 +114,6 @@ fn make_raw(slave: BorrowedFd<'_>) -> io::Result<()> {
     let mut attrs = termios::tcgetattr(slave).map_err(io::Error::from)?;
     termios::cfmakeraw(&mut attrs);
     termios::tcsetattr(slave, termios::SetArg::TCSANOW, &attrs).map_err(io::Error::from)
-}
-
-/// Sends `master` over `socket` with SCM_RIGHTS, as `berth_agent::stdio` does; the session
-/// receives it with `berth_agent::stdio::receive_console`.
-fn send_master(socket: BorrowedFd<'_>, master: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [master.as_raw_fd()];
-    let payload = [io::IoSlice::new(b"pty")];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &payload,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(io::Error::from)?;
-    Ok(())
 }
 
 fn window_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
