@@ -62,27 +62,34 @@ fn exit_statuses_of_the_binary() {
         .contains("kernel image /nonexistent/vmlinux cannot be opened"));
 }
 
-#[test]
-fn sigterm_stops_a_spinning_guest_cleanly() {
-    if !kvm_usable() {
-        return;
-    }
+/// Starts the VMM on a guest that spins forever, with a vsock device, and waits until it is set
+/// up: the vsock socket appears during set-up, before the vCPUs run. Returns the temporary
+/// directory (keep it alive), the vsock socket path and the child.
+fn start_spinning_guest() -> (tempfile::TempDir, std::path::PathBuf, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("spin.elf");
     std::fs::write(&kernel, pvh_elf(&[0xeb, 0xfe])).unwrap();
     let uds = dir.path().join("v.sock");
-    let mut child = vmm(&kernel)
+    let child = vmm(&kernel)
         .arg("--vsock")
         .arg(format!("3,{}", uds.display()))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The vsock socket appears during set-up, before the vCPUs run.
     let t = Instant::now();
     while !uds.exists() {
         assert!(t.elapsed() < Duration::from_secs(10), "VMM never came up");
         std::thread::sleep(Duration::from_millis(5));
     }
+    (dir, uds, child)
+}
+
+#[test]
+fn sigterm_stops_a_spinning_guest_cleanly() {
+    if !kvm_usable() {
+        return;
+    }
+    let (_dir, uds, mut child) = start_spinning_guest();
     std::thread::sleep(Duration::from_millis(100));
     assert!(child.try_wait().unwrap().is_none(), "still running");
     // SAFETY: signals our own child.
@@ -108,21 +115,7 @@ fn capabilities_are_dropped_before_the_guest_runs() {
     if !kvm_usable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("spin.elf");
-    std::fs::write(&kernel, pvh_elf(&[0xeb, 0xfe])).unwrap();
-    let uds = dir.path().join("v.sock");
-    let mut child = vmm(&kernel)
-        .arg("--vsock")
-        .arg(format!("3,{}", uds.display()))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !uds.exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "VMM never came up");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (_dir, uds, mut child) = start_spinning_guest();
     // Wait for the vCPU thread, then check every thread of the VMM.
     let tasks = format!("/proc/{}/task", child.id());
     let t = Instant::now();

@@ -640,6 +640,15 @@ mod tests {
         w(t, reg::STATUS, (ACKNOWLEDGE | DRIVER | FEATURES_OK).into());
     }
 
+    /// Sets DRIVER_OK on top of ACKNOWLEDGE | DRIVER | FEATURES_OK.
+    fn set_driver_ok(t: &mut MmioTransport) {
+        w(
+            t,
+            reg::STATUS,
+            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
+        );
+    }
+
     fn setup_queue(t: &mut MmioTransport, sel: u32, size: u32, base: u64) {
         w(t, reg::QUEUE_SEL, sel);
         w(t, reg::QUEUE_NUM, size);
@@ -701,11 +710,7 @@ mod tests {
         w(&mut t, reg::QUEUE_SEL, 7);
         assert_eq!(r(&mut t, reg::QUEUE_NUM_MAX), 0);
 
-        w(
-            &mut t,
-            reg::STATUS,
-            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        set_driver_ok(&mut t);
         assert!(t.is_active());
         assert_eq!(probe.activations.load(Ordering::SeqCst), 1);
         assert_eq!(*probe.last_features.lock().unwrap(), (1 << 32) | (1 << 3));
@@ -733,11 +738,7 @@ mod tests {
             negotiate(t, 1 << VIRTIO_F_VERSION_1);
             setup_queue(t, 0, 16, 0x1_0000);
             setup_queue(t, 1, 8, 0x2_0000);
-            w(
-                t,
-                reg::STATUS,
-                (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-            );
+            set_driver_ok(t);
         };
         driver_ok(&mut t);
         // DRIVER_OK is visible at once, the activation only requested.
@@ -820,11 +821,7 @@ mod tests {
         negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
         setup_queue(&mut t, 0, 16, 0x1_0000);
         // Queue 1 never made ready.
-        w(
-            &mut t,
-            reg::STATUS,
-            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        set_driver_ok(&mut t);
         assert!(!t.is_active());
         assert_ne!(r(&mut t, reg::STATUS) & u32::from(DEVICE_NEEDS_RESET), 0);
         assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), irq::CONFIG);
@@ -837,11 +834,7 @@ mod tests {
         negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
         setup_queue(&mut t, 0, 16, 0x1_0000);
         setup_queue(&mut t, 1, 8, 0x2_0000);
-        w(
-            &mut t,
-            reg::STATUS,
-            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        set_driver_ok(&mut t);
         assert!(!t.is_active());
         assert_ne!(r(&mut t, reg::STATUS) & u32::from(DEVICE_NEEDS_RESET), 0);
     }
@@ -852,11 +845,7 @@ mod tests {
         negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
         setup_queue(&mut t, 0, 32, 0x1_0000); // above QueueNumMax 16
         setup_queue(&mut t, 1, 8, 0x2_0000);
-        w(
-            &mut t,
-            reg::STATUS,
-            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        set_driver_ok(&mut t);
         assert!(!t.is_active());
         assert_eq!(probe.activations.load(Ordering::SeqCst), 0);
 
@@ -865,11 +854,7 @@ mod tests {
         negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
         setup_queue(&mut t, 0, 16, 0x1_0008);
         setup_queue(&mut t, 1, 8, 0x2_0000);
-        w(
-            &mut t,
-            reg::STATUS,
-            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        set_driver_ok(&mut t);
         assert!(!t.is_active());
     }
 
@@ -879,11 +864,7 @@ mod tests {
         negotiate(&mut t, 1 << VIRTIO_F_VERSION_1);
         setup_queue(&mut t, 0, 16, 0x1_0000);
         setup_queue(&mut t, 1, 8, 0x2_0000);
-        w(
-            &mut t,
-            reg::STATUS,
-            (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK).into(),
-        );
+        set_driver_ok(&mut t);
 
         w(&mut t, reg::QUEUE_NOTIFY, 1);
         assert_eq!(t.queue_evts()[1].read().unwrap(), 1);

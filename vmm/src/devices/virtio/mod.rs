@@ -4,6 +4,7 @@ pub mod block;
 pub mod mmio;
 pub mod net;
 pub mod vsock;
+mod worker;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
+pub(crate) use worker::DeviceWorker;
 
 /// Device type of virtio-blk.
 pub const TYPE_BLOCK: u32 = 2;
@@ -122,48 +124,6 @@ pub enum ActivateError {
     WorkerGone,
 }
 
-/// Starts a device worker thread named `name` that confines itself to `kind`'s seccomp filter
-/// (when [`crate::seccomp::enabled`]) and then runs `run(worker)`.
-///
-/// Waits until the thread is confined. When it cannot be, the thread runs `give_back(worker)`
-/// instead, and the error comes back with that result, so that the device keeps its state.
-pub(crate) fn spawn_worker<W, T>(
-    name: String,
-    kind: crate::seccomp::ThreadKind,
-    worker: W,
-    run: fn(W) -> T,
-    give_back: fn(W) -> T,
-) -> Result<std::thread::JoinHandle<T>, (ActivateError, Option<T>)>
-where
-    W: Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let handle = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let confined = if crate::seccomp::enabled() {
-                crate::seccomp::confine_current_thread(kind)
-            } else {
-                Ok(())
-            };
-            let ok = confined.is_ok();
-            // The receiver waits for this message; it is gone only if activation gave up.
-            let _ = tx.send(confined);
-            if ok {
-                run(worker)
-            } else {
-                give_back(worker)
-            }
-        })
-        .map_err(|e| (ActivateError::Spawn(e), None))?;
-    match rx.recv() {
-        Ok(Ok(())) => Ok(handle),
-        Ok(Err(e)) => Err((ActivateError::Confine(e), handle.join().ok())),
-        Err(_) => Err((ActivateError::WorkerGone, handle.join().ok())),
-    }
-}
-
 /// What a device receives when the driver sets DRIVER_OK.
 #[derive(Debug)]
 pub struct ActivateContext {
@@ -177,6 +137,32 @@ pub struct ActivateContext {
     pub acked_features: u64,
     /// The device's interrupt line.
     pub interrupt: Arc<Interrupt>,
+}
+
+/// What [`ActivateContext::into_queues`] hands a device with `N` queues: guest memory, the
+/// queues, their eventfds and the interrupt line.
+pub type ActivatedQueues<const N: usize> = (GuestMemory, [Queue; N], [EventFd; N], Arc<Interrupt>);
+
+impl ActivateContext {
+    /// Splits the context of a device with `N` queues into guest memory, the queues, their
+    /// eventfds and the interrupt line; fails unless the driver set up exactly `N` queues.
+    pub fn into_queues<const N: usize>(self) -> Result<ActivatedQueues<N>, ActivateError> {
+        let Self {
+            mem,
+            queues,
+            queue_evts,
+            interrupt,
+            ..
+        } = self;
+        let got = queues.len();
+        let (Ok(queues), Ok(queue_evts)) = (
+            <[Queue; N]>::try_from(queues),
+            <[EventFd; N]>::try_from(queue_evts),
+        ) else {
+            return Err(ActivateError::QueueCount { expected: N, got });
+        };
+        Ok((mem, queues, queue_evts, interrupt))
+    }
 }
 
 /// A virtio device behind a transport. Implementations hold no transport state.

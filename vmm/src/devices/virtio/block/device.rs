@@ -5,18 +5,17 @@ use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use tracing::warn;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::event_handler::Worker;
 use super::{blk_status, features, req, ID_BYTES, MAX_REQUEST_BYTES, QUEUE_SIZE, SECTOR_SIZE};
 use crate::devices::virtio::{
-    read_config_bytes, spawn_worker, ActivateContext, ActivateError, VirtioDevice, TYPE_BLOCK,
+    read_config_bytes, ActivateContext, ActivateError, DeviceWorker, VirtioDevice, TYPE_BLOCK,
     VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
@@ -274,9 +273,8 @@ pub struct Block {
     avail_features: u64,
     config_space: [u8; 16],
     metrics: Arc<BlockMetrics>,
-    /// The engine while inactive; it lives on the worker thread while active.
-    engine: Option<DiskEngine>,
-    worker: Option<(JoinHandle<DiskEngine>, EventFd)>,
+    /// The engine, on the worker thread while active.
+    worker: DeviceWorker<DiskEngine>,
 }
 
 impl Block {
@@ -318,8 +316,7 @@ impl Block {
             avail_features,
             config_space,
             metrics: engine.metrics.clone(),
-            engine: Some(engine),
-            worker: None,
+            worker: DeviceWorker::new("virtio-blk", "drive", engine),
         }
     }
 
@@ -331,18 +328,6 @@ impl Block {
     /// The device's counters.
     pub fn metrics(&self) -> Arc<BlockMetrics> {
         self.metrics.clone()
-    }
-
-    fn stop_worker(&mut self) {
-        if let Some((handle, kill)) = self.worker.take() {
-            if let Err(e) = kill.write(1) {
-                warn!(error = %e, "virtio-blk: could not signal the worker to stop");
-            }
-            match handle.join() {
-                Ok(engine) => self.engine = Some(engine),
-                Err(_) => warn!("virtio-blk: worker thread panicked; drive is gone"),
-            }
-        }
     }
 }
 
@@ -384,43 +369,30 @@ impl VirtioDevice for Block {
                 got: 0,
             });
         };
-        let engine = self.engine.take().ok_or(ActivateError::AlreadyActive)?;
-        let kill = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
-        let kill_worker = kill.try_clone().map_err(ActivateError::EventFd)?;
-        let worker = Worker {
-            engine,
-            queue,
-            mem,
-            interrupt,
-            queue_evt,
-            kill_evt: kill_worker,
-        };
-        match spawn_worker(
+        self.worker.start(
             format!("blk-{}", self.id),
             ThreadKind::Block,
-            worker,
+            |engine, kill_evt| Worker {
+                engine,
+                queue,
+                mem,
+                interrupt,
+                queue_evt,
+                kill_evt,
+            },
             Worker::run,
             |w| w.engine,
-        ) {
-            Ok(handle) => {
-                self.worker = Some((handle, kill));
-                Ok(())
-            }
-            Err((e, back)) => {
-                self.engine = back;
-                Err(e)
-            }
-        }
+        )
     }
 
     fn reset(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
     }
 }
 
 impl Drop for Block {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
     }
 }
 

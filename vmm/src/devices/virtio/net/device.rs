@@ -3,18 +3,17 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use tracing::warn;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::Bytes;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::tap::{Tap, TapError};
 use super::{features, MAX_FRAME_LEN, QUEUE_SIZE, TYPE_NET, VNET_HDR_LEN};
 use crate::devices::virtio::{
-    irq, read_config_bytes, spawn_worker, ActivateContext, ActivateError, Interrupt, VirtioDevice,
+    irq, read_config_bytes, ActivateContext, ActivateError, DeviceWorker, Interrupt, VirtioDevice,
     VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
@@ -249,8 +248,8 @@ pub struct Net {
     id: String,
     mac: Option<[u8; 6]>,
     metrics: Arc<NetMetrics>,
-    engine: Option<NetEngine<Tap>>,
-    worker: Option<(JoinHandle<NetEngine<Tap>>, EventFd)>,
+    /// The engine, on the worker thread while active.
+    worker: DeviceWorker<NetEngine<Tap>>,
 }
 
 impl Net {
@@ -262,26 +261,13 @@ impl Net {
             id: id.to_owned(),
             mac,
             metrics: engine.metrics().clone(),
-            engine: Some(engine),
-            worker: None,
+            worker: DeviceWorker::new("virtio-net", "interface", engine),
         })
     }
 
     /// The device's counters.
     pub fn metrics(&self) -> Arc<NetMetrics> {
         self.metrics.clone()
-    }
-
-    fn stop_worker(&mut self) {
-        if let Some((handle, kill)) = self.worker.take() {
-            if let Err(e) = kill.write(1) {
-                warn!(error = %e, "virtio-net: could not signal the worker to stop");
-            }
-            match handle.join() {
-                Ok(engine) => self.engine = Some(engine),
-                Err(_) => warn!("virtio-net: worker thread panicked; interface is gone"),
-            }
-        }
     }
 }
 
@@ -311,56 +297,31 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            queues,
-            queue_evts,
-            interrupt,
-            ..
-        } = ctx;
-        let got = queues.len();
-        let (Ok(queues), Ok(queue_evts)) = (
-            <[Queue; 2]>::try_from(queues),
-            <[EventFd; 2]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        let engine = self.engine.take().ok_or(ActivateError::AlreadyActive)?;
-        let kill = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
-        let worker = Worker {
-            engine,
-            queues,
-            queue_evts,
-            kill_evt: kill.try_clone().map_err(ActivateError::EventFd)?,
-            mem,
-            interrupt,
-        };
-        match spawn_worker(
+        let (mem, queues, queue_evts, interrupt) = ctx.into_queues()?;
+        self.worker.start(
             format!("net-{}", self.id),
             ThreadKind::Net,
-            worker,
+            |engine, kill_evt| Worker {
+                engine,
+                queues,
+                queue_evts,
+                kill_evt,
+                mem,
+                interrupt,
+            },
             Worker::run,
             |w| w.engine,
-        ) {
-            Ok(handle) => {
-                self.worker = Some((handle, kill));
-                Ok(())
-            }
-            Err((e, back)) => {
-                self.engine = back;
-                Err(e)
-            }
-        }
+        )
     }
 
     fn reset(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
     }
 }
 

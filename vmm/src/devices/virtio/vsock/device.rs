@@ -7,19 +7,18 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tracing::warn;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 pub use super::muxer::VsockMetrics;
 use super::muxer::{MuxerError, PollTarget};
 use super::packet::{read_tx_packet, RxBuffer};
 use super::{VsockMuxer, QUEUE_SIZE, TYPE_VSOCK};
 use crate::devices::virtio::{
-    irq, read_config_bytes, spawn_worker, ActivateContext, ActivateError, Interrupt, VirtioDevice,
+    irq, read_config_bytes, ActivateContext, ActivateError, DeviceWorker, Interrupt, VirtioDevice,
     VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
@@ -41,9 +40,8 @@ pub enum VsockError {
 pub struct Vsock {
     guest_cid: u64,
     metrics: Arc<VsockMetrics>,
-    /// The muxer while inactive; it lives on the worker thread while active.
-    muxer: Option<VsockMuxer>,
-    worker: Option<(JoinHandle<VsockMuxer>, EventFd)>,
+    /// The muxer, on the worker thread while active.
+    worker: DeviceWorker<VsockMuxer>,
 }
 
 impl Vsock {
@@ -53,26 +51,13 @@ impl Vsock {
         Ok(Self {
             guest_cid,
             metrics: muxer.metrics().clone(),
-            muxer: Some(muxer),
-            worker: None,
+            worker: DeviceWorker::new("virtio-vsock", "device", muxer),
         })
     }
 
     /// The device's counters.
     pub fn metrics(&self) -> Arc<VsockMetrics> {
         self.metrics.clone()
-    }
-
-    fn stop_worker(&mut self) {
-        if let Some((handle, kill)) = self.worker.take() {
-            if let Err(e) = kill.write(1) {
-                warn!(error = %e, "virtio-vsock: could not signal the worker to stop");
-            }
-            match handle.join() {
-                Ok(muxer) => self.muxer = Some(muxer),
-                Err(_) => warn!("virtio-vsock: worker thread panicked; device is gone"),
-            }
-        }
     }
 }
 
@@ -101,56 +86,31 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            queues,
-            queue_evts,
-            interrupt,
-            ..
-        } = ctx;
-        let got = queues.len();
-        let (Ok(queues), Ok(queue_evts)) = (
-            <[Queue; 3]>::try_from(queues),
-            <[EventFd; 3]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount { expected: 3, got });
-        };
-        let muxer = self.muxer.take().ok_or(ActivateError::AlreadyActive)?;
-        let kill = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::EventFd)?;
-        let worker = Worker {
-            muxer,
-            queues,
-            queue_evts,
-            kill_evt: kill.try_clone().map_err(ActivateError::EventFd)?,
-            mem,
-            interrupt,
-        };
-        match spawn_worker(
+        let (mem, queues, queue_evts, interrupt) = ctx.into_queues()?;
+        self.worker.start(
             "vsock".into(),
             ThreadKind::Vsock,
-            worker,
+            |muxer, kill_evt| Worker {
+                muxer,
+                queues,
+                queue_evts,
+                kill_evt,
+                mem,
+                interrupt,
+            },
             Worker::run,
             |w| w.muxer,
-        ) {
-            Ok(handle) => {
-                self.worker = Some((handle, kill));
-                Ok(())
-            }
-            Err((e, back)) => {
-                self.muxer = back;
-                Err(e)
-            }
-        }
+        )
     }
 
     fn reset(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
     }
 }
 
 impl Drop for Vsock {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.worker.stop();
     }
 }
 
