@@ -10,7 +10,6 @@ use tracing::warn;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::event_handler::Worker;
 use super::{blk_status, features, req, ID_BYTES, MAX_REQUEST_BYTES, QUEUE_SIZE, SECTOR_SIZE};
@@ -353,22 +352,8 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let ActivateContext {
-            mem,
-            queues,
-            queue_evts,
-            interrupt,
-            ..
-        } = ctx;
-        let (Ok([queue]), Ok([queue_evt])) = (
-            <[Queue; 1]>::try_from(queues),
-            <[EventFd; 1]>::try_from(queue_evts),
-        ) else {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: 0,
-            });
-        };
+        // The error names the number of queues the driver really set up.
+        let (mem, [queue], [queue_evt], interrupt) = ctx.into_queues::<1>()?;
         self.worker.start(
             format!("blk-{}", self.id),
             ThreadKind::Block,
