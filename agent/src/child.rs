@@ -14,6 +14,7 @@ use crate::init::{self, InitError};
 use crate::namespaces::NamespaceError;
 use crate::process::{self, ProcessError};
 use crate::rootfs::RootfsError;
+use crate::seccomp::Program;
 use crate::stdio::{Stdio, StdioError};
 use crate::syscall::{Syscall, SyscallError};
 
@@ -119,19 +120,31 @@ pub(crate) fn fork_supervised(close_in_supervisor: &[RawFd]) -> Result<(), Child
     }
 }
 
+/// The process to become: its spec, streams and seccomp filter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub process: &'a Process,
+    pub stdio: &'a Stdio,
+    pub seccomp: Option<&'a Program>,
+}
+
 /// Install stdio, become the configured user, and execve.
 pub(crate) fn run_process(
     sys: &dyn Syscall,
-    process: &Process,
-    stdio: &Stdio,
+    target: Target<'_>,
     start_hooks: Option<StartHooks<'_>>,
 ) -> Result<Infallible, ChildError> {
+    let Target {
+        process,
+        stdio,
+        seccomp,
+    } = target;
     stdio.install()?;
-    process::prepare(sys, process)?;
+    process::prepare(sys, process, seccomp)?;
     if let Some(hooks) = start_hooks {
         hooks.run()?;
     }
-    Ok(process::exec(process)?)
+    Ok(process::exec(process, seccomp)?)
 }
 
 /// startContainer hooks and the state they read, run just before execve.
@@ -157,8 +170,7 @@ impl StartHooks<'_> {
 /// `start` opens it for reading, writes `0`, and execs.
 pub(crate) fn run_process_after_fifo(
     sys: &dyn Syscall,
-    process: &Process,
-    stdio: &Stdio,
+    target: Target<'_>,
     report: BorrowedFd<'_>,
     fifo: BorrowedFd<'_>,
     start_hooks: Option<StartHooks<'_>>,
@@ -167,8 +179,13 @@ pub(crate) fn run_process_after_fifo(
     use nix::sys::stat::Mode;
     use std::os::fd::AsRawFd;
 
+    let Target {
+        process,
+        stdio,
+        seccomp,
+    } = target;
     stdio.install()?;
-    process::prepare(sys, process)?;
+    process::prepare(sys, process, seccomp)?;
     let args = process.args().as_deref().unwrap_or_default();
     let cmd = args.first().ok_or(ProcessError::NoArgs)?;
     let env = process.env().as_deref().unwrap_or_default();
@@ -208,5 +225,5 @@ pub(crate) fn run_process_after_fifo(
     }
     let _ = nix::unistd::write(&fd, b"0");
     drop(fd);
-    Ok(process::exec(process)?)
+    Ok(process::exec(process, seccomp)?)
 }

@@ -88,6 +88,9 @@ pub enum SpawnError {
     /// The spec cannot be run.
     #[error("invalid container spec: {0}")]
     InvalidSpec(&'static str),
+    /// `linux.seccomp` cannot be turned into a filter.
+    #[error("invalid seccomp configuration")]
+    Seccomp(#[source] crate::seccomp::SeccompError),
     /// The namespace list cannot be run.
     #[error("invalid namespace configuration")]
     Namespaces(#[source] NamespaceError),
@@ -188,6 +191,11 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().into_owned());
     let resources = linux.and_then(|l| l.resources().clone());
+    let seccomp = linux
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()
+        .map_err(SpawnError::Seccomp)?;
 
     let (sync_r, sync_w) = channel::pipe().map_err(SpawnError::Pipe)?;
     let (report_r, report_w) = channel::pipe().map_err(SpawnError::Pipe)?;
@@ -203,7 +211,7 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
             report: report_w.as_fd(),
             exec_fifo: fifo,
         };
-        match container_main(setup, &plan, channels, hooks.as_ref()) {
+        match container_main(setup, &plan, channels, hooks.as_ref(), seccomp.as_ref()) {
             Ok(never) => match never {},
             Err(e) => child::fail(report_w.as_fd(), &e),
         }
@@ -311,6 +319,7 @@ fn container_main(
     plan: &Plan,
     channels: Channels<'_>,
     hooks: Option<&SpawnHooks>,
+    seccomp: Option<&crate::seccomp::Program>,
 ) -> Result<Infallible, ChildError> {
     let Channels {
         sync,
@@ -369,10 +378,13 @@ fn container_main(
         // Checked by `spawn` before the clone.
         return Err(ChildError::Process(crate::process::ProcessError::NoArgs));
     };
+    let target = child::Target {
+        process,
+        stdio: &setup.stdio,
+        seccomp,
+    };
     match exec_fifo {
-        None => child::run_process(&sys, process, &setup.stdio, start_hooks),
-        Some(fifo) => {
-            child::run_process_after_fifo(&sys, process, &setup.stdio, report, fifo, start_hooks)
-        }
+        None => child::run_process(&sys, target, start_hooks),
+        Some(fifo) => child::run_process_after_fifo(&sys, target, report, fifo, start_hooks),
     }
 }

@@ -112,5 +112,10 @@ fn intermediate(
     fds.push(report.as_raw_fd());
     // The joined pid namespace applies to children: fork the command.
     child::fork_supervised(&fds)?;
-    child::run_process(&LinuxSyscall, &setup.process, &setup.stdio, None)
+    let target = child::Target {
+        process: &setup.process,
+        stdio: &setup.stdio,
+        seccomp: None,
+    };
+    child::run_process(&LinuxSyscall, target, None)
 }

@@ -15,6 +15,8 @@ mod namespaces;
 pub mod process;
 pub mod protocol;
 pub mod rootfs;
+pub mod seccomp;
+mod seccomp_table;
 pub mod server;
 pub mod spec;
 pub mod stdio;

@@ -13,6 +13,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
+use crate::seccomp::{Program, SeccompError};
 use crate::spec::DEFAULT_PATH;
 use crate::syscall::{Syscall, SyscallError};
 
@@ -51,6 +52,9 @@ pub enum ProcessError {
         #[source]
         source: SyscallError,
     },
+    /// The seccomp filter could not be installed.
+    #[error("failed to apply the seccomp filter")]
+    Seccomp(#[source] SeccompError),
     /// execve(2) failed for another reason.
     #[error("exec: \"{cmd}\" failed")]
     Exec {
@@ -111,9 +115,18 @@ fn to_caps(set: Option<&Capabilities>) -> Result<CapsHashSet> {
         .collect()
 }
 
-/// Everything between the finished rootfs and execve, as root: rlimits, working
-/// directory, bounding set, user and groups, capabilities, no_new_privs, chdir.
-pub fn prepare(sys: &dyn Syscall, process: &Process) -> Result<()> {
+/// Everything between the finished rootfs and execve, as root: OOM score,
+/// rlimits, working directory, bounding set, user and groups, capabilities,
+/// no_new_privs, chdir. Without noNewPrivileges the seccomp filter is installed
+/// here, before capabilities are dropped (as runc does); with it, [`exec`] does
+/// just before execve.
+pub fn prepare(sys: &dyn Syscall, process: &Process, seccomp: Option<&Program>) -> Result<()> {
+    if let Some(score) = process.oom_score_adj() {
+        step(
+            "set the OOM score adjustment",
+            sys.write_file(Path::new("/proc/self/oom_score_adj"), &score.to_string()),
+        )?;
+    }
     for rlimit in process.rlimits().iter().flatten() {
         let resource = rlimit_resource(rlimit.typ());
         step(
@@ -127,6 +140,11 @@ pub fn prepare(sys: &dyn Syscall, process: &Process) -> Result<()> {
             "create the working directory",
             sys.create_dir_all(cwd, Mode::from_bits_truncate(0o755)),
         )?;
+    }
+    if process.no_new_privileges() != Some(true) {
+        if let Some(program) = seccomp {
+            program.install().map_err(ProcessError::Seccomp)?;
+        }
     }
     let capabilities = process.capabilities().as_ref();
     if let Some(bounding) = capabilities.map(|c| to_caps(c.bounding().as_ref())) {
@@ -204,7 +222,8 @@ fn cstrings(list: &[String]) -> Result<Vec<CString>> {
 }
 
 /// Look up args[0] in the process's own PATH and execve it with the process's env.
-pub fn exec(process: &Process) -> Result<Infallible> {
+/// With noNewPrivileges, `seccomp` is installed just before execve.
+pub fn exec(process: &Process, seccomp: Option<&Program>) -> Result<Infallible> {
     let args = process.args().as_deref().unwrap_or_default();
     let cmd = args.first().ok_or(ProcessError::NoArgs)?;
     let env = process.env().as_deref().unwrap_or_default();
@@ -224,6 +243,11 @@ pub fn exec(process: &Process) -> Result<Infallible> {
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         )
     };
+    if process.no_new_privileges() == Some(true) {
+        if let Some(program) = seccomp {
+            program.install().map_err(ProcessError::Seccomp)?;
+        }
+    }
     let errno = match nix::unistd::execve(&program_c, &argv, &envp) {
         Err(errno) => errno,
         Ok(never) => match never {},

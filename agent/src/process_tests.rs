@@ -31,7 +31,7 @@ fn prepare_sequence_for_a_non_root_user() {
         .expect("rlimit");
     process.set_rlimits(Some(vec![rlimit]));
     process.set_no_new_privileges(Some(true));
-    prepare(&sys, &process).expect("prepare");
+    prepare(&sys, &process, None).expect("prepare");
 
     let calls = sys.calls();
     assert_eq!(calls[0], Call::SetRlimit(Resource::RLIMIT_NOFILE, 10, 20));
@@ -87,7 +87,7 @@ fn no_capabilities_section_leaves_capabilities_alone() {
     let mut process = process();
     process.set_capabilities(None);
     process.set_no_new_privileges(Some(false));
-    prepare(&sys, &process).expect("prepare");
+    prepare(&sys, &process, None).expect("prepare");
     assert!(!sys.calls().iter().any(|c| matches!(
         c,
         Call::DropBounding(_) | Call::SetCapability(..) | Call::SetNoNewPrivs
@@ -140,4 +140,16 @@ fn path_lookup() {
 fn path_comes_from_the_process_env() {
     assert_eq!(path_var(&["A=1".into(), "PATH=/x:/y".into()]), "/x:/y");
     assert_eq!(path_var(&[]), DEFAULT_PATH);
+}
+
+#[test]
+fn oom_score_adj_is_written_first() {
+    let sys = RecordingSyscall::default();
+    let mut process = process();
+    process.set_oom_score_adj(Some(-500));
+    prepare(&sys, &process, None).expect("prepare");
+    assert_eq!(
+        sys.calls()[0],
+        Call::WriteFile(PathBuf::from("/proc/self/oom_score_adj"), "-500".into())
+    );
 }

@@ -890,3 +890,63 @@ fn vm_console_socket_relays_the_guest_tty() {
     env.ok(&["delete", &id]);
     assert!(!env.root().join(&id).exists());
 }
+
+/// A seccomp filter denying mkdir/mkdirat with EPERM, everything else allowed.
+fn deny_mkdir(config: &mut Value, no_new_privileges: bool) {
+    config["process"]["noNewPrivileges"] = Value::Bool(no_new_privileges);
+    config["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat", "no_such_syscall"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+        ]
+    });
+}
+
+#[test]
+fn seccomp_denies_listed_syscalls() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let Some(env) = Env::new() else { return };
+    for nnp in [true, false] {
+        let name = format!("seccomp-{nnp}");
+        let id = unique(&name);
+        let script = "mkdir /tmp/x; echo mkdir=$?; echo allowed-$((6*7))";
+        let bundle = env.bundle(&name, &["sh", "-c", script], |c| deny_mkdir(c, nnp));
+        let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_eq!(code, 0, "noNewPrivileges={nnp}: {text}");
+        assert!(text.contains("Operation not permitted"), "{text}");
+        assert!(text.contains("mkdir=1"), "{text}");
+        assert!(text.contains("allowed-42"), "{text}");
+    }
+}
+
+#[test]
+fn seccomp_for_another_architecture_is_refused() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("seccomp-arch");
+    let bundle = env.bundle("seccomp-arch", &["true"], |c| {
+        c["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_AARCH64"],
+        });
+    });
+    let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("x86_64"), "{text}");
+    assert!(env.root_is_empty(), "{text}");
+}
+
+#[test]
+fn oom_score_adj_is_applied() {
+    let Some(env) = Env::new() else { return };
+    let id = unique("oom");
+    let bundle = env.bundle("oom", &["cat", "/proc/self/oom_score_adj"], |c| {
+        c["process"]["oomScoreAdj"] = Value::from(123);
+    });
+    let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(text.trim(), "123", "{text}");
+}
