@@ -58,7 +58,9 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<()> {
 /// pivot_root. Returns the new root.
 pub(crate) fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<PathBuf> {
     let linux = spec.linux().as_ref();
-    make_private(sys, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    // Refuse a bad name before touching anything.
+    root_propagation(spec)?;
+    make_private(sys)?;
     let root = mount_root(sys, rootfs)?;
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     for mount in mounts {
@@ -78,6 +80,12 @@ pub(crate) fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result
 pub(crate) fn finish(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<()> {
     let linux = spec.linux().as_ref();
     pivot(sys, root)?;
+    if let Some(flags) = root_propagation(spec)? {
+        step(
+            || "set the propagation of /".into(),
+            sys.mount(None, Path::new("/"), None, flags, None),
+        )?;
+    }
     if let Some(linux) = linux {
         set_sysctls(sys, linux.sysctl().as_ref())?;
         mask_paths(sys, linux.masked_paths().as_deref().unwrap_or_default())?;
@@ -93,18 +101,34 @@ pub(crate) fn finish(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<()> 
     Ok(())
 }
 
-/// Stop mount events from propagating back to the host.
-pub fn make_private(sys: &dyn Syscall, propagation: Option<&str>) -> Result<()> {
-    let flags = match propagation {
-        None | Some("") => MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        Some(name) => {
-            mountopts::propagation(name).ok_or_else(|| RootfsError::Propagation(name.to_owned()))?
-        }
-    };
+/// Stop mount events from propagating back to the host: `/` becomes rprivate
+/// in the new mount namespace, whatever `rootfsPropagation` asks for the
+/// container's root (applied after pivot_root by [`finish`]).
+pub fn make_private(sys: &dyn Syscall) -> Result<()> {
     step(
         || "make / private".into(),
-        sys.mount(None, Path::new("/"), None, flags, None),
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        ),
     )
+}
+
+/// The propagation flags `linux.rootfsPropagation` asks for, if any.
+fn root_propagation(spec: &Spec) -> Result<Option<MsFlags>> {
+    let name = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref());
+    match name {
+        None | Some("") => Ok(None),
+        Some(name) => mountopts::propagation(name)
+            .map(Some)
+            .ok_or_else(|| RootfsError::Propagation(name.to_owned())),
+    }
 }
 
 /// Mount the root filesystem and return where it is.

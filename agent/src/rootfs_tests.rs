@@ -310,3 +310,75 @@ fn sysctls_are_written_after_pivot_and_before_readonly_paths() {
         .expect("readonly");
     assert!(pivot < write && write < readonly);
 }
+
+#[test]
+fn rootfs_propagation_is_applied_to_the_new_root_after_pivot() {
+    let cases = [
+        ("shared", MsFlags::MS_SHARED),
+        ("rshared", MsFlags::MS_SHARED | MsFlags::MS_REC),
+        ("slave", MsFlags::MS_SLAVE),
+        ("rslave", MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        ("private", MsFlags::MS_PRIVATE),
+        ("rprivate", MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+        ("unbindable", MsFlags::MS_UNBINDABLE),
+        ("runbindable", MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+    ];
+    for (name, flags) in cases {
+        let sys = RecordingSyscall::default();
+        let mut spec = spec::default_spec();
+        spec.set_mounts(Some(Vec::new()));
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_rootfs_propagation(Some(name.to_owned()));
+            linux.set_masked_paths(None);
+            linux.set_readonly_paths(None);
+        }
+        setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).expect("setup");
+        let calls = sys.calls();
+        // The host side is always made rprivate first.
+        assert_eq!(
+            calls[0],
+            mount_call(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None),
+            "{name}"
+        );
+        let pivot = calls
+            .iter()
+            .position(|c| matches!(c, Call::PivotRoot(..)))
+            .expect("pivot");
+        let set = calls
+            .iter()
+            .rposition(|c| *c == mount_call(None, "/", None, flags, None))
+            .expect("propagation set");
+        assert!(set > pivot, "{name}: {calls:?}");
+    }
+}
+
+#[test]
+fn no_rootfs_propagation_leaves_the_new_root_alone() {
+    let sys = RecordingSyscall::default();
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(Vec::new()));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_rootfs_propagation(None);
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
+    setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).expect("setup");
+    let to_root = sys
+        .mounts()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/")))
+        .count();
+    assert_eq!(to_root, 1);
+}
+
+#[test]
+fn unknown_rootfs_propagation_fails_before_any_mount() {
+    let sys = RecordingSyscall::default();
+    let mut spec = spec::default_spec();
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_rootfs_propagation(Some("sideways".to_owned()));
+    }
+    let err = setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).unwrap_err();
+    assert!(matches!(err, RootfsError::Propagation(_)), "{err}");
+    assert!(sys.calls().is_empty());
+}

@@ -950,3 +950,23 @@ fn oom_score_adj_is_applied() {
     assert_eq!(code, 0, "{text}");
     assert_eq!(text.trim(), "123", "{text}");
 }
+
+#[test]
+fn rootfs_propagation_applies_to_the_container_root() {
+    let Some(env) = Env::new() else { return };
+    for (propagation, expect_shared) in [("rshared", true), ("rprivate", false)] {
+        let name = format!("propagation-{propagation}");
+        let id = unique(&name);
+        let script = "awk '$5 == \"/\"' /proc/self/mountinfo";
+        let bundle = env.bundle(&name, &["sh", "-c", script], |c| {
+            c["linux"]["rootfsPropagation"] = Value::from(propagation);
+        });
+        let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(
+            text.contains("shared:"),
+            expect_shared,
+            "{propagation}: {text}"
+        );
+    }
+}
