@@ -1,5 +1,9 @@
 //! Container cgroups on v1 (one directory per controller) and v2 (one unified directory).
 //!
+//! `linux.resources.devices` is enforced on v1 only (the devices controller's
+//! allow/deny files); v2 device control needs an eBPF program, which is not
+//! implemented, so the rules are skipped there with a debug log.
+//!
 //! All access goes through a root directory (`/sys/fs/cgroup` for real), so the
 //! file-level behaviour is unit-tested against a temporary directory.
 

@@ -1,7 +1,9 @@
 use std::fs;
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{
+    LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids, LinuxResources,
+};
 
 use super::*;
 
@@ -182,4 +184,77 @@ fn destroy_removes_dirs_and_tolerates_missing_ones() {
     assert!(!r.join("memory/berth/c").exists());
     assert!(r.join("memory/berth").exists());
     cg.destroy().expect("destroy again");
+}
+
+fn device(
+    allow: bool,
+    typ: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: Option<&str>,
+) -> LinuxDeviceCgroup {
+    let mut rule = LinuxDeviceCgroup::default();
+    rule.set_allow(allow);
+    rule.set_typ(typ);
+    rule.set_major(major);
+    rule.set_minor(minor);
+    rule.set_access(access.map(str::to_owned));
+    rule
+}
+
+#[test]
+fn v1_device_rules_deny_all_then_apply_in_order() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    let dir = r.join("devices/berth/c1");
+    touch(&dir, &["devices.allow", "devices.deny", "cgroup.procs"]);
+    let cg = Cgroup::at(r, CgroupVersion::V1, "/berth/c1");
+    assert_eq!(cg.dirs(), vec![dir.clone()]);
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(vec![
+        device(false, None, None, None, Some("rwm")),
+        device(
+            true,
+            Some(LinuxDeviceType::C),
+            Some(1),
+            Some(3),
+            Some("rwm"),
+        ),
+        device(true, Some(LinuxDeviceType::C), Some(136), None, None),
+        device(true, Some(LinuxDeviceType::B), Some(8), Some(0), Some("r")),
+        device(true, Some(LinuxDeviceType::P), None, None, Some("rwm")),
+        device(false, Some(LinuxDeviceType::U), Some(5), Some(1), Some("w")),
+    ]));
+    cg.create(Some(&resources)).expect("create");
+    assert_eq!(read(&dir.join("devices.deny")), "a\na *:* rwm\nc 5:1 w\n");
+    let allowed = read(&dir.join("devices.allow"));
+    let (spec_rules, defaults) = allowed.split_at("c 1:3 rwm\nc 136:* rwm\nb 8:0 r\n".len());
+    assert_eq!(spec_rules, "c 1:3 rwm\nc 136:* rwm\nb 8:0 r\n");
+    assert!(
+        defaults.starts_with("c *:* m\nb *:* m\nc 1:3 rwm\n"),
+        "{defaults}"
+    );
+}
+
+#[test]
+fn v1_without_device_rules_leaves_the_devices_cgroup_open() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    let dir = r.join("devices/berth/c1");
+    touch(&dir, &["devices.allow", "devices.deny"]);
+    let cg = Cgroup::at(r, CgroupVersion::V1, "/berth/c1");
+    cg.create(Some(&LinuxResources::default())).expect("create");
+    assert_eq!(read(&dir.join("devices.deny")), "");
+}
+
+#[test]
+fn v2_device_rules_are_skipped() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    touch(&r.join("berth/c1"), &["cgroup.procs"]);
+    let cg = Cgroup::at(r, CgroupVersion::V2, "/berth/c1");
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(vec![device(false, None, None, None, Some("rwm"))]));
+    cg.create(Some(&resources)).expect("create");
+    assert!(!r.join("berth/c1/devices.deny").exists());
 }

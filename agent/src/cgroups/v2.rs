@@ -67,6 +67,10 @@ pub(super) fn apply(dir: &Path, resources: &LinuxResources) -> Result<()> {
     if let Some(pids) = resources.pids() {
         write_file(&dir.join("pids.max"), &pids_max(pids.limit()))?;
     }
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        // v2 device control is an eBPF program attached to the cgroup; not implemented.
+        tracing::debug!("cgroup v2: linux.resources.devices not enforced (needs eBPF)");
+    }
     Ok(())
 }
 
