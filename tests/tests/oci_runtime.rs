@@ -970,3 +970,49 @@ fn rootfs_propagation_applies_to_the_container_root() {
         );
     }
 }
+
+#[test]
+fn device_rules_are_enforced_on_cgroup_v1() {
+    let Some(env) = Env::new() else { return };
+    if !Path::new("/sys/fs/cgroup/devices").is_dir() {
+        println!("skipped: no cgroup v1 devices controller");
+        return;
+    }
+    // /dev/kmem (1:2) is gone from modern kernels: opening the node fails with
+    // ENXIO when the cgroup allows it, EPERM when it does not.
+    for (allow, expected) in [(false, "Operation not permitted"), (true, "No such device")] {
+        let name = format!("devices-{allow}");
+        let id = unique(&name);
+        let bundle = env.bundle(&name, &["sh", "-c", "exec 3</dev/xkmem"], |c| {
+            c["linux"]["devices"] = serde_json::json!([
+                {"path": "/dev/xkmem", "type": "c", "major": 1, "minor": 2, "fileMode": 438}
+            ]);
+            let mut rules = vec![serde_json::json!({"allow": false, "access": "rwm"})];
+            if allow {
+                rules.push(serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 2, "access": "r"}));
+            }
+            c["linux"]["resources"]["devices"] = Value::Array(rules);
+        });
+        let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_ne!(code, 0, "{text}");
+        assert!(text.contains(expected), "allow={allow}: {text}");
+        // The default nodes stay usable.
+        let ok_name = format!("devices-null-{allow}");
+        let ok_id = unique(&ok_name);
+        let bundle = env.bundle(
+            &ok_name,
+            &[
+                "sh",
+                "-c",
+                "echo x > /dev/null && head -c 1 /dev/zero | wc -c",
+            ],
+            |c| {
+                c["linux"]["resources"]["devices"] =
+                    serde_json::json!([{"allow": false, "access": "rwm"}]);
+            },
+        );
+        let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &ok_id]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(text.trim(), "1", "{text}");
+    }
+}
