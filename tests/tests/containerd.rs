@@ -244,6 +244,9 @@ fn ctr_detached_exec_kill_delete() {
     assert!(out.contains(&id) && out.contains("RUNNING"), "{out}");
     let out = c.ok(&["task", "exec", "--exec-id", "e1", &id, "echo", "in"]);
     assert_eq!(out.trim(), "in", "{out}");
+    // An exec's exit code comes back through the shim.
+    let (code, out) = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "sh", "-c", "exit 5"]);
+    assert_eq!(code, 5, "ctr task exec exit code: {out}\n{}", c.log());
     let out = c.ok(&["task", "ps", &id]);
     assert!(out.lines().count() >= 2, "ps lists the sleep: {out}");
     let out = c.ok(&["task", "metrics", &id]);
