@@ -544,6 +544,19 @@ impl Berth {
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", self.bin.display()))
     }
 
+    /// `berth --root <root> ARGS...` on a pseudo-terminal (see [`drive_pty`]).
+    pub fn drive_pty(
+        &self,
+        args: &[&str],
+        typed: &str,
+        patience: Duration,
+        timeout: Duration,
+    ) -> Output {
+        let mut full = vec!["--root", path_str(self.root())];
+        full.extend_from_slice(args);
+        drive_pty(self.bin(), &full, typed, patience, timeout)
+    }
+
     /// `berth inspect TARGET`, parsed; returns the array's only element.
     #[track_caller]
     pub fn inspect(&self, target: &str) -> serde_json::Value {

@@ -4,14 +4,11 @@
 
 use std::time::Duration;
 
-use berth_e2e::{drive_pty, have_program, path_str, require_root, wait_until, Berth};
+use berth_e2e::{have_program, require_root, wait_until, Berth};
 
 fn drive(b: &Berth, args: &[&str], typed: &str) -> berth_e2e::Output {
-    let mut full = vec!["--root", path_str(b.root())];
-    full.extend_from_slice(args);
-    drive_pty(
-        b.bin(),
-        &full,
+    b.drive_pty(
+        args,
         typed,
         Duration::from_secs(10),
         Duration::from_secs(60),

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_e2e::archive::{image_archive, tar, Entry};
 use berth_e2e::{
-    busybox_tarball, drive_pty, find_program, have_program, path_str, require_root, wait_until,
-    Berth, RunOpts,
+    busybox_tarball, find_program, have_program, require_root, wait_until, Berth, RunOpts,
 };
 
 /// The runtime and hypervisor flags every test uses: TCG boots a Linux guest on any host.
@@ -265,11 +264,8 @@ fn vm_layers_whiteouts_and_opaque_dirs() {
 }
 
 fn drive(b: &Berth, args: &[&str], typed: &str) -> berth_e2e::Output {
-    let mut full = vec!["--root", path_str(b.root())];
-    full.extend_from_slice(args);
-    drive_pty(
-        b.bin(),
-        &full,
+    b.drive_pty(
+        args,
         typed,
         Duration::from_secs(60),
         Duration::from_secs(150),
