@@ -806,6 +806,8 @@ pub fn free_port() -> u16 {
 
 /// Reading a container's cgroup limits from the host, through
 /// `/proc/<pid>/cgroup` (cgroup v1 or v2).
+pub mod oci;
+
 pub mod cgroup {
     use std::path::PathBuf;
 
