@@ -193,7 +193,10 @@ fn agent_serves_containers_over_unix_sockets() {
     // Ping.
     assert!(matches!(
         agent.call(RequestBody::Ping),
-        ResponseBody::Pong { version: 1, .. }
+        ResponseBody::Pong {
+            version: berth_agent::protocol::PROTOCOL_VERSION,
+            ..
+        }
     ));
 
     // echo hi: stdout carries "hi", Wait gives 0, the streams close.

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 mod tests;
 
-/// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version both sides must agree on (2 added pause/resume, process
+/// listing, resource updates and stats limits).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The vsock port of control connections.
 pub const CONTROL_PORT: u32 = 1024;
 /// The vsock port of stdio connections.
@@ -115,6 +116,30 @@ pub enum RequestBody {
         /// The container id.
         id: String,
     },
+    /// Freeze every process in the container's cgroup; answered once they are
+    /// frozen → [`ResponseBody::Ok`].
+    Pause {
+        /// The container id.
+        id: String,
+    },
+    /// Thaw a paused container → [`ResponseBody::Ok`].
+    Resume {
+        /// The container id.
+        id: String,
+    },
+    /// The processes in the container's cgroup (and its sub-cgroups) →
+    /// [`ResponseBody::Processes`].
+    ListProcesses {
+        /// The container id.
+        id: String,
+    },
+    /// Apply new limits to the container's cgroup → [`ResponseBody::Ok`].
+    UpdateResources {
+        /// The container id.
+        id: String,
+        /// The limits; what is left out is not changed.
+        resources: oci_spec::runtime::LinuxResources,
+    },
     /// Answer [`ResponseBody::Ok`], sync and power the VM off.
     Shutdown,
 }
@@ -188,6 +213,17 @@ pub enum ResponseBody {
         pids: u64,
         /// CPU time used, in nanoseconds.
         cpu_usage_ns: u64,
+        /// The memory limit in bytes; `None` when unlimited.
+        #[serde(default)]
+        memory_limit_bytes: Option<u64>,
+        /// The process limit; `None` when unlimited.
+        #[serde(default)]
+        pids_limit: Option<u64>,
+    },
+    /// The container's processes, by guest pid.
+    Processes {
+        /// One entry per process.
+        processes: Vec<ProcessInfo>,
     },
     /// Done.
     Ok,
@@ -210,6 +246,29 @@ impl ResponseBody {
             exit_code: None,
         }
     }
+}
+
+/// A process in the guest, with what `ps -ef` shows of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// The guest pid.
+    pub pid: i32,
+    /// The parent's guest pid.
+    pub ppid: i32,
+    /// The real user id.
+    pub uid: u32,
+    /// The user's name from the container's /etc/passwd, when it has one.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// When it started, in seconds since the Unix epoch (guest clock).
+    pub start_time: u64,
+    /// CPU time used (user + system), in milliseconds.
+    pub cpu_time_ms: u64,
+    /// Its controlling terminal (`pts/0`), if any.
+    #[serde(default)]
+    pub tty: Option<String>,
+    /// The command line, or `[name]` when it has none.
+    pub cmd: String,
 }
 
 /// The first frame on a stdio connection.

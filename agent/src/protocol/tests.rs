@@ -20,6 +20,22 @@ fn process() -> oci_spec::runtime::Process {
     process
 }
 
+/// A memory, cpu and pids update.
+fn limits() -> oci_spec::runtime::LinuxResources {
+    let mut memory = oci_spec::runtime::LinuxMemory::default();
+    memory.set_limit(Some(64 << 20));
+    let mut cpu = oci_spec::runtime::LinuxCpu::default();
+    cpu.set_quota(Some(50_000));
+    cpu.set_period(Some(100_000));
+    let mut pids = oci_spec::runtime::LinuxPids::default();
+    pids.set_limit(32);
+    let mut resources = oci_spec::runtime::LinuxResources::default();
+    resources.set_memory(Some(memory));
+    resources.set_cpu(Some(cpu));
+    resources.set_pids(Some(pids));
+    resources
+}
+
 fn all_requests() -> Vec<RequestBody> {
     vec![
         RequestBody::Ping,
@@ -66,6 +82,13 @@ fn all_requests() -> Vec<RequestBody> {
             cols: 80,
         },
         RequestBody::Stats { id: "c1".into() },
+        RequestBody::Pause { id: "c1".into() },
+        RequestBody::Resume { id: "c1".into() },
+        RequestBody::ListProcesses { id: "c1".into() },
+        RequestBody::UpdateResources {
+            id: "c1".into(),
+            resources: limits(),
+        },
         RequestBody::Shutdown,
     ]
 }
@@ -86,7 +109,34 @@ fn all_responses() -> Vec<ResponseBody> {
             memory_bytes: 1 << 20,
             pids: 3,
             cpu_usage_ns: 12_345,
+            memory_limit_bytes: Some(64 << 20),
+            pids_limit: None,
         },
+        ResponseBody::Processes {
+            processes: vec![
+                ProcessInfo {
+                    pid: 1,
+                    ppid: 0,
+                    uid: 0,
+                    user: Some("root".into()),
+                    start_time: 1_700_000_000,
+                    cpu_time_ms: 20,
+                    tty: Some("pts/0".into()),
+                    cmd: "sleep 600".into(),
+                },
+                ProcessInfo {
+                    pid: 7,
+                    ppid: 1,
+                    uid: 1000,
+                    user: None,
+                    start_time: 1_700_000_005,
+                    cpu_time_ms: 0,
+                    tty: None,
+                    cmd: "[sh]".into(),
+                },
+            ],
+        },
+        ResponseBody::Processes { processes: vec![] },
         ResponseBody::Ok,
         ResponseBody::Error {
             message: "exec: \"x\": executable file not found in $PATH".into(),
@@ -131,7 +181,7 @@ fn wire_format_is_tagged_snake_case() {
         serde_json::to_value(Request::new(7, RequestBody::Wait { id: "x".into() })).expect("json");
     assert_eq!(
         json,
-        serde_json::json!({"version": 1, "id": 7, "body": {"type": "wait", "id": "x"}})
+        serde_json::json!({"version": 2, "id": 7, "body": {"type": "wait", "id": "x"}})
     );
     let json = serde_json::to_value(StdioAttach {
         id: "x".into(),
@@ -148,6 +198,50 @@ fn wire_format_is_tagged_snake_case() {
     let body: ResponseBody =
         serde_json::from_str(r#"{"type":"error","message":"m"}"#).expect("parse");
     assert_eq!(body, ResponseBody::error("m"));
+}
+
+#[test]
+fn version_2_requests_are_tagged_snake_case() {
+    let json = serde_json::to_value(RequestBody::ListProcesses { id: "c".into() }).expect("json");
+    assert_eq!(
+        json,
+        serde_json::json!({"type": "list_processes", "id": "c"})
+    );
+    let json = serde_json::to_value(RequestBody::Pause { id: "c".into() }).expect("json");
+    assert_eq!(json, serde_json::json!({"type": "pause", "id": "c"}));
+    let json = serde_json::to_value(RequestBody::UpdateResources {
+        id: "c".into(),
+        resources: limits(),
+    })
+    .expect("json");
+    assert_eq!(json["type"], "update_resources");
+    assert_eq!(json["resources"]["memory"]["limit"], 64 << 20);
+    assert_eq!(json["resources"]["cpu"]["quota"], 50_000);
+    assert_eq!(json["resources"]["pids"]["limit"], 32);
+}
+
+#[test]
+fn optional_fields_may_be_left_out() {
+    // Stats without limits: unlimited.
+    let body: ResponseBody =
+        serde_json::from_str(r#"{"type":"stats","memory_bytes":1,"pids":2,"cpu_usage_ns":3}"#)
+            .expect("parse");
+    assert_eq!(
+        body,
+        ResponseBody::Stats {
+            memory_bytes: 1,
+            pids: 2,
+            cpu_usage_ns: 3,
+            memory_limit_bytes: None,
+            pids_limit: None,
+        }
+    );
+    // A process without user or tty.
+    let info: ProcessInfo = serde_json::from_str(
+        r#"{"pid":5,"ppid":1,"uid":0,"start_time":9,"cpu_time_ms":0,"cmd":"sh"}"#,
+    )
+    .expect("parse");
+    assert_eq!((info.user, info.tty), (None, None));
 }
 
 #[test]

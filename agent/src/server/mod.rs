@@ -9,6 +9,7 @@ mod layers;
 pub mod pid1;
 mod pump;
 mod reaper;
+mod resources;
 mod vsock;
 
 use std::collections::HashMap;
@@ -29,17 +30,19 @@ use oci_spec::runtime::{Process, Spec};
 
 pub use helper::HelperError;
 pub use layers::LayerError;
+pub use resources::ResourceError;
 pub use vsock::{bind_unix, ListenError, Listener, VsockListener};
 
 use self::layers::Prepared;
 use self::pump::{Attached, Attachments, ExitFlag, Sink};
 use self::reaper::{lock, Once, Reaper};
 use crate::cgroups::Cgroup;
+use crate::hooks::SpawnHooks;
 use crate::protocol::{
     check_version, read_frame, read_frame_bytes, write_frame, GuestRootfs, ProtocolError, Request,
     RequestBody, Response, ResponseBody, StdioAttach, StdioStream, PROTOCOL_VERSION,
 };
-use crate::{spawn, spawn_exec, ContainerSetup, ExecSetup, Stdio};
+use crate::{spawn_exec, spawn_with, ContainerSetup, ExecSetup, SpawnOptions, Stdio};
 
 /// How long a start waits for the stdio streams it expects to be attached.
 const ATTACH_WAIT: Duration = Duration::from_secs(1);
@@ -110,9 +113,17 @@ enum Kind {
 
 #[derive(Debug)]
 enum State {
-    Created { spec: Box<Spec>, prepared: Prepared },
+    Created {
+        spec: Box<Spec>,
+        prepared: Prepared,
+        /// The set-up hooks the spec asks for, run in the guest at start.
+        hooks: Option<Box<SpawnHooks>>,
+    },
     Starting,
-    Running { pid: Pid, tty: Option<Arc<OwnedFd>> },
+    Running {
+        pid: Pid,
+        tty: Option<Arc<OwnedFd>>,
+    },
     Exited,
 }
 
@@ -126,6 +137,7 @@ struct Entry {
 }
 
 /// A request failure: the message and, for command errors, Docker's exit code.
+#[derive(Debug)]
 struct Failure {
     message: String,
     exit_code: Option<i32>,
@@ -321,14 +333,19 @@ impl Server {
                 Ok(ResponseBody::Ok)
             }
             RequestBody::Stats { id } => {
-                let entry = self.entry(&id)?;
-                let Kind::Container { cgroups_path, .. } = &entry.kind else {
-                    return Err(format!("{id} is an exec process, not a container").into());
-                };
-                let Some(path) = cgroups_path else {
-                    return Err(format!("container {id} has no cgroup").into());
-                };
-                stats(path).map_err(|e| Failure::from(helper::chain(&e)))
+                let cgroup = self.cgroup(&id)?;
+                resources::stats(&cgroup).map_err(failure)
+            }
+            RequestBody::Pause { id } => self.set_frozen(&id, true),
+            RequestBody::Resume { id } => self.set_frozen(&id, false),
+            RequestBody::ListProcesses { id } => {
+                let cgroup = self.cgroup(&id)?;
+                resources::processes(&cgroup, &resources::ProcTable::system()).map_err(failure)
+            }
+            RequestBody::UpdateResources { id, resources } => {
+                let cgroup = self.cgroup(&id)?;
+                resources::update(&cgroup, &resources).map_err(failure)?;
+                Ok(ResponseBody::Ok)
             }
             RequestBody::Shutdown => Ok(ResponseBody::Ok),
         }
@@ -339,6 +356,33 @@ impl Server {
             .get(id)
             .cloned()
             .ok_or_else(|| format!("no such container or exec: {id}").into())
+    }
+
+    /// The cgroup of container `id`, which must have been started.
+    fn cgroup(&self, id: &str) -> Result<Cgroup, Failure> {
+        let entry = self.entry(id)?;
+        let Kind::Container { cgroups_path, .. } = &entry.kind else {
+            return Err(format!("{id} is an exec process, not a container").into());
+        };
+        let Some(path) = cgroups_path else {
+            return Err(format!("container {id} has no cgroup").into());
+        };
+        match &*lock(&entry.state) {
+            State::Running { .. } => {}
+            State::Exited => return Err(format!("container {id} has exited").into()),
+            _ => return Err(format!("container {id} was not started").into()),
+        }
+        resources::open(path).map_err(failure)
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Reply {
+        let cgroup = self.cgroup(id)?;
+        if resources::is_frozen(&cgroup) == frozen {
+            let state = if frozen { "paused" } else { "not paused" };
+            return Err(format!("container {id} is already {state}").into());
+        }
+        resources::set_frozen(&cgroup, frozen).map_err(failure)?;
+        Ok(ResponseBody::Ok)
     }
 
     fn running_pid(&self, id: &str) -> Result<Pid, Failure> {
@@ -379,7 +423,7 @@ impl Server {
     fn create(
         &self,
         id: String,
-        spec: Spec,
+        mut spec: Spec,
         rootfs: &GuestRootfs,
         terminal: bool,
         interactive: bool,
@@ -393,11 +437,24 @@ impl Server {
         {
             return Err("invalid container spec: process.args is empty".into());
         }
+        // Every container gets a cgroup, so that it can be paused, listed and measured.
         let cgroups_path = spec
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().as_ref())
-            .map(|p| p.to_string_lossy().into_owned());
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("/berth/{id}"));
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some(PathBuf::from(&cgroups_path)));
+        }
+        let cgroups_path = spec.linux().as_ref().map(|_| cgroups_path);
+        let hooks = spec.hooks().clone().map(|hooks| {
+            Box::new(SpawnHooks {
+                hooks,
+                state: hook_state(&id, &spec),
+            })
+        });
         let entry = self.insert(
             &id,
             Entry {
@@ -416,6 +473,7 @@ impl Server {
                 *lock(&entry.state) = State::Created {
                     spec: Box::new(spec),
                     prepared,
+                    hooks,
                 };
                 Ok(ResponseBody::Created)
             }
@@ -466,10 +524,14 @@ impl Server {
         else {
             return Err(format!("{id} is an exec process, not a container").into());
         };
-        let (spec, mut prepared) = {
+        let (spec, mut prepared, hooks) = {
             let mut state = lock(&entry.state);
             match std::mem::replace(&mut *state, State::Starting) {
-                State::Created { spec, prepared } => (spec, prepared),
+                State::Created {
+                    spec,
+                    prepared,
+                    hooks,
+                } => (spec, prepared, hooks),
                 other => {
                     *state = other;
                     return Err(format!("container {id} was already started").into());
@@ -480,13 +542,18 @@ impl Server {
         let rootfs = prepared.rootfs.clone();
         let container_id = id.to_owned();
         let started = self.launch(attached, *terminal, *interactive, move |stdio| {
-            spawn(ContainerSetup {
+            let options = SpawnOptions {
+                exec_fifo: None,
+                hooks: hooks.map(|h| *h),
+            };
+            let setup = ContainerSetup {
                 id: container_id,
                 spec: *spec,
                 rootfs,
                 stdio,
                 init: false,
-            })
+            };
+            spawn_with(setup, options)
         });
         match started {
             Ok(launched) => {
@@ -764,6 +831,23 @@ fn wire(attached: Attached, terminal: bool, interactive: bool) -> std::io::Resul
     })
 }
 
+/// The runtime-spec state the set-up hooks read (the pid is filled in at start).
+fn hook_state(id: &str, spec: &Spec) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": spec.version(),
+        "id": id,
+        "status": "created",
+        "pid": 0,
+        "bundle": "",
+        "annotations": spec.annotations().clone().unwrap_or_default(),
+    })
+}
+
+/// A request failure from an error and its causes.
+fn failure(error: impl std::error::Error) -> Failure {
+    Failure::from(helper::chain(&error))
+}
+
 /// Ids name directories: no separators, no dot names, nothing odd.
 fn validate_id(id: &str) -> Result<(), Failure> {
     let ok = !id.is_empty()
@@ -795,55 +879,6 @@ fn resize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> std::io::Res
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// A failure reading a cgroup's statistics.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to read {file} of cgroup {cgroup}")]
-pub struct StatsError {
-    file: &'static str,
-    cgroup: String,
-    #[source]
-    source: Option<crate::cgroups::CgroupError>,
-}
-
-fn stats(cgroups_path: &str) -> Result<ResponseBody, StatsError> {
-    let cgroup = Cgroup::open(cgroups_path).map_err(|e| StatsError {
-        file: "the version",
-        cgroup: cgroups_path.to_owned(),
-        source: Some(e),
-    })?;
-    let dirs = cgroup.dirs();
-    // The first of `names` found in any of the cgroup's directories.
-    let read = |names: &[&'static str]| -> Option<String> {
-        names.iter().find_map(|name| {
-            dirs.iter()
-                .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
-        })
-    };
-    let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
-    let missing = |file| StatsError {
-        file,
-        cgroup: cgroups_path.to_owned(),
-        source: None,
-    };
-    let memory_bytes = number(read(&["memory.current", "memory.usage_in_bytes"]))
-        .ok_or_else(|| missing("memory.current"))?;
-    let pids = number(read(&["pids.current"]))
-        .unwrap_or_else(|| cgroup.pids().map(|p| p.len() as u64).unwrap_or_default());
-    let cpu_usage_ns = match read(&["cpu.stat"]).and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("usage_usec ").map(str::to_owned))
-    }) {
-        Some(usec) => number(Some(usec)).map(|u| u.saturating_mul(1000)),
-        None => number(read(&["cpuacct.usage"])),
-    }
-    .ok_or_else(|| missing("cpu.stat"))?;
-    Ok(ResponseBody::Stats {
-        memory_bytes,
-        pids,
-        cpu_usage_ns,
-    })
 }
 
 fn accept_loop<L: Listener>(listener: &L, mut handle: impl FnMut(OwnedFd) -> std::io::Result<()>) {

@@ -99,7 +99,10 @@ fn version_mismatch_is_an_error_naming_both() {
     let response: Response = read_frame(&mut conn).expect("read").expect("response");
     assert_eq!(response.id, 3);
     let message = error_message(response.body);
-    assert!(message.contains('7') && message.contains('1'), "{message}");
+    assert!(
+        message.contains('7') && message.contains(&PROTOCOL_VERSION.to_string()),
+        "{message}"
+    );
 }
 
 #[test]
@@ -119,6 +122,13 @@ fn unknown_ids_and_bad_requests_are_errors() {
             cols: 1,
         },
         RequestBody::Stats { id: "nope".into() },
+        RequestBody::Pause { id: "nope".into() },
+        RequestBody::Resume { id: "nope".into() },
+        RequestBody::ListProcesses { id: "nope".into() },
+        RequestBody::UpdateResources {
+            id: "nope".into(),
+            resources: oci_spec::runtime::LinuxResources::default(),
+        },
     ] {
         let message = error_message(call(&mut conn, 1, body));
         assert!(message.contains("nope"), "{message}");
@@ -236,4 +246,50 @@ fn ids_are_validated() {
     for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
         assert!(validate_id(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn cgroup_requests_need_a_started_container() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = server(tmp.path());
+    // A created entry, as CreateContainer leaves it (without mounting anything).
+    let entry = server
+        .insert(
+            "c",
+            Entry {
+                kind: Kind::Container {
+                    cgroups_path: Some("/berth/c".into()),
+                    terminal: false,
+                    interactive: false,
+                },
+                state: Mutex::new(State::Starting),
+                done: Once::new(),
+            },
+        )
+        .expect("insert");
+    let mut conn = connect(&server);
+    for body in [
+        RequestBody::Pause { id: "c".into() },
+        RequestBody::ListProcesses { id: "c".into() },
+        RequestBody::Stats { id: "c".into() },
+    ] {
+        let message = error_message(call(&mut conn, 1, body));
+        assert!(message.contains("was not started"), "{message}");
+    }
+    *lock(&entry.state) = State::Exited;
+    let message = error_message(call(&mut conn, 2, RequestBody::Resume { id: "c".into() }));
+    assert!(message.contains("has exited"), "{message}");
+}
+
+#[test]
+fn hook_state_names_the_container() {
+    let mut spec = crate::spec::default_spec();
+    let mut annotations = HashMap::new();
+    annotations.insert("a".to_owned(), "b".to_owned());
+    spec.set_annotations(Some(annotations));
+    let state = hook_state("c1", &spec);
+    assert_eq!(state["id"], "c1");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["annotations"]["a"], "b");
+    assert_eq!(state["ociVersion"], spec.version().as_str());
 }
