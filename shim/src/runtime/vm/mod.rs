@@ -14,6 +14,7 @@ pub mod client;
 pub(crate) mod disks;
 pub mod hypervisor;
 pub(crate) mod qemu;
+pub mod sizing;
 pub(crate) mod stdio;
 
 use std::path::{Path, PathBuf};
