@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use berth_agent::cgroups::Cgroup;
+use berth_agent::cgroups::{Cgroup, CgroupError};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -41,6 +40,62 @@ pub struct Record {
     pub vm: Option<super::vm::VmRecord>,
 }
 
+/// A container record could not be found, read, written or acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The id has characters runc would refuse.
+    #[error("invalid container id {0:?}")]
+    InvalidId(String),
+    /// No record under ROOT/ID.
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    /// A file of the record could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the record is not valid JSON of its kind.
+    #[error("corrupt {}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The record could not be turned into JSON.
+    #[error("cannot encode the state of {id}")]
+    Encode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The record could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The written record could not be put in place.
+    #[error("cannot write the state of {id}")]
+    Replace {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container's cgroup could not be opened.
+    #[error("cannot open the container's cgroup")]
+    Cgroup(#[source] CgroupError),
+    /// A signal could not be sent.
+    #[error("cannot signal process {pid}")]
+    Signal {
+        pid: Pid,
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
 /// A container's status, as the runtime spec names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -67,7 +122,7 @@ impl Status {
 }
 
 /// A container id runc would accept: no path separators, not `.`/`..`.
-pub fn validate_id(id: &str) -> Result<()> {
+pub fn validate_id(id: &str) -> Result<(), RecordError> {
     let ok = !id.is_empty()
         && id != "."
         && id != ".."
@@ -75,7 +130,7 @@ pub fn validate_id(id: &str) -> Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
     if !ok {
-        bail!("invalid container id {id:?}");
+        return Err(RecordError::InvalidId(id.to_owned()));
     }
     Ok(())
 }
@@ -87,40 +142,49 @@ pub fn dir(global: &Global, id: &str) -> PathBuf {
 
 impl Record {
     /// Load a container's record; a clear error when there is none.
-    pub fn load(global: &Global, id: &str) -> Result<Record> {
+    pub fn load(global: &Global, id: &str) -> Result<Record, RecordError> {
         validate_id(id)?;
         let path = dir(global, id).join("state.json");
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("container {id:?} does not exist")
+                return Err(RecordError::NotFound(id.to_owned()))
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(source) => return Err(RecordError::Read { path, source }),
         };
-        serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))
+        serde_json::from_str(&text).map_err(|source| RecordError::Corrupt { path, source })
     }
 
     /// Write the record atomically.
-    pub fn save(&self, global: &Global) -> Result<()> {
+    pub fn save(&self, global: &Global) -> Result<(), RecordError> {
         let dir = dir(global, &self.id);
         let tmp = dir.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, dir.join("state.json"))
-            .with_context(|| format!("cannot write the state of {}", self.id))
+        let json = serde_json::to_vec_pretty(self).map_err(|source| RecordError::Encode {
+            id: self.id.clone(),
+            source,
+        })?;
+        if let Err(source) = std::fs::write(&tmp, json) {
+            return Err(RecordError::Write { path: tmp, source });
+        }
+        std::fs::rename(&tmp, dir.join("state.json")).map_err(|source| RecordError::Replace {
+            id: self.id.clone(),
+            source,
+        })
     }
 
     /// The spec saved at create time.
-    pub fn spec(&self, global: &Global) -> Result<Spec> {
+    pub fn spec(&self, global: &Global) -> Result<Spec, RecordError> {
         let path = dir(global, &self.id).join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(RecordError::Read { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|source| RecordError::Corrupt { path, source })
     }
 
     /// The container's cgroup.
-    pub fn cgroup(&self) -> Result<Cgroup> {
-        Cgroup::open(&self.cgroups_path).context("cannot open the container's cgroup")
+    pub fn cgroup(&self) -> Result<Cgroup, RecordError> {
+        Cgroup::open(&self.cgroups_path).map_err(RecordError::Cgroup)
     }
 
     /// The status, derived from the process (alive, zombie, reused pid), the
@@ -210,9 +274,9 @@ fn frozen(cgroup: &Cgroup) -> bool {
 }
 
 /// Send `signal` to `pid`, ignoring a process that is already gone.
-pub fn signal(pid: Pid, signal: nix::sys::signal::Signal) -> Result<()> {
+pub fn signal(pid: Pid, signal: nix::sys::signal::Signal) -> Result<(), RecordError> {
     match nix::sys::signal::kill(pid, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot signal process {pid}")),
+        Err(source) => Err(RecordError::Signal { pid, source }),
     }
 }

@@ -5,15 +5,102 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use berth_agent::hooks::SpawnHooks;
-use berth_agent::{spawn_with, ContainerSetup, Rootfs, SpawnOptions, Stdio};
+use berth_agent::{spawn_with, ContainerSetup, Rootfs, SpawnError, SpawnOptions, Stdio};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 
 use super::cli::{CreateArgs, Global};
-use super::container::{self, Record, Status, EXEC_FIFO};
-use super::hooks::{self, Point};
+use super::container::{self, Record, RecordError, Status, EXEC_FIFO};
+use super::hooks::{self, HookError, Point};
+use super::vm::VmModeError;
+
+/// A bundle directory that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {} does not exist", path.display())]
+    Missing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bundle {}: config.json not found", dir.display())]
+    NoConfig { dir: PathBuf },
+    #[error("cannot read {}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {}", path.display())]
+    InvalidConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid {}: root is missing", path.display())]
+    NoRoot { path: PathBuf },
+    #[error("rootfs {} does not exist or is not a directory", path.display())]
+    NoRootfs { path: PathBuf },
+    #[error("invalid {}: process is missing", path.display())]
+    NoProcess { path: PathBuf },
+}
+
+/// A pid file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write pid file {}", path.display())]
+pub struct PidFileError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// A container could not be created (whatever was set up is undone).
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("--preserve-fds is not supported")]
+    PreserveFds,
+    #[error("process.terminal requires --console-socket")]
+    NoConsoleSocket,
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container with id {0:?} already exists")]
+    Exists(String),
+    #[error("cannot encode the spec")]
+    EncodeSpec(#[source] serde_json::Error),
+    #[error("cannot save the spec")]
+    SaveSpec(#[source] std::io::Error),
+    #[error(transparent)]
+    Vm(#[from] VmModeError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    #[error("cannot create the exec FIFO")]
+    MakeFifo(#[source] nix::errno::Errno),
+    #[error("cannot make the exec FIFO writable")]
+    FifoMode(#[source] std::io::Error),
+    #[error("cannot open the exec FIFO")]
+    OpenFifo(#[source] nix::errno::Errno),
+    #[error("cannot connect to console socket {}", path.display())]
+    ConsoleSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the container")]
+    Spawn(#[source] SpawnError),
+    #[error("the container process exited during create")]
+    ExitedEarly,
+}
 
 /// The annotation that asks for a microVM.
 pub const RUNTIME_ANNOTATION: &str = "io.berth.runtime";
@@ -30,32 +117,42 @@ pub struct Bundle {
 }
 
 /// Read and validate `dir/config.json`.
-pub fn load_bundle(dir: &Path) -> Result<Bundle> {
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("bundle {} does not exist", dir.display()))?;
+pub fn load_bundle(dir: &Path) -> Result<Bundle, BundleError> {
+    let dir = dir.canonicalize().map_err(|source| BundleError::Missing {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let config = dir.join("config.json");
     let text = match std::fs::read_to_string(&config) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("bundle {}: config.json not found", dir.display())
+            return Err(BundleError::NoConfig { dir });
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", config.display())),
+        Err(source) => {
+            return Err(BundleError::ReadConfig {
+                path: config,
+                source,
+            })
+        }
     };
-    let spec: Spec =
-        serde_json::from_str(&text).with_context(|| format!("invalid {}", config.display()))?;
+    let spec: Spec = match serde_json::from_str(&text) {
+        Ok(spec) => spec,
+        Err(source) => {
+            return Err(BundleError::InvalidConfig {
+                path: config,
+                source,
+            })
+        }
+    };
     let Some(root) = spec.root() else {
-        bail!("invalid {}: root is missing", config.display());
+        return Err(BundleError::NoRoot { path: config });
     };
     let rootfs = dir.join(root.path());
     if !rootfs.is_dir() {
-        bail!(
-            "rootfs {} does not exist or is not a directory",
-            rootfs.display()
-        );
+        return Err(BundleError::NoRootfs { path: rootfs });
     }
     if spec.process().is_none() {
-        bail!("invalid {}: process is missing", config.display());
+        return Err(BundleError::NoProcess { path: config });
     }
     Ok(Bundle { dir, spec, rootfs })
 }
@@ -87,16 +184,16 @@ pub fn cgroups_path(spec: &Spec, id: &str) -> String {
 }
 
 /// `berth-runtime create`.
-pub fn create(global: &Global, args: &CreateArgs) -> Result<()> {
+pub fn create(global: &Global, args: &CreateArgs) -> Result<(), CreateError> {
     create_container(global, args).map(|_| ())
 }
 
 /// Create the container and return its record (used by `run` too).
-pub fn create_container(global: &Global, args: &CreateArgs) -> Result<Record> {
+pub fn create_container(global: &Global, args: &CreateArgs) -> Result<Record, CreateError> {
     container::validate_id(&args.id)?;
     let bundle = load_bundle(&args.bundle)?;
     if args.preserve_fds > 0 {
-        bail!("--preserve-fds is not supported");
+        return Err(CreateError::PreserveFds);
     }
     let terminal = bundle
         .spec
@@ -105,17 +202,19 @@ pub fn create_container(global: &Global, args: &CreateArgs) -> Result<Record> {
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     if terminal && args.console_socket.is_none() {
-        bail!("process.terminal requires --console-socket");
+        return Err(CreateError::NoConsoleSocket);
     }
-    std::fs::create_dir_all(&global.root)
-        .with_context(|| format!("cannot create {}", global.root.display()))?;
+    std::fs::create_dir_all(&global.root).map_err(|source| CreateError::CreateDir {
+        path: global.root.clone(),
+        source,
+    })?;
     let dir = container::dir(global, &args.id);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            bail!("container with id {:?} already exists", args.id)
+            return Err(CreateError::Exists(args.id.clone()))
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        Err(source) => return Err(CreateError::CreateDir { path: dir, source }),
     }
     let mut cleanup = Cleanup {
         dir: Some(dir.clone()),
@@ -134,14 +233,14 @@ fn create_in(
     terminal: bool,
     dir: &Path,
     cleanup: &mut Cleanup,
-) -> Result<Record> {
+) -> Result<Record, CreateError> {
     let mut spec = bundle.spec;
     let cgroups_path = cgroups_path(&spec, &args.id);
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(PathBuf::from(&cgroups_path)));
     }
-    std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
-        .context("cannot save the spec")?;
+    let json = serde_json::to_vec(&spec).map_err(CreateError::EncodeSpec)?;
+    std::fs::write(dir.join("config.json"), json).map_err(CreateError::SaveSpec)?;
 
     let mut record = Record {
         oci_version: spec.version().clone(),
@@ -178,7 +277,7 @@ fn create_in(
         ] {
             if let Err(e) = hooks::run(&spec, point, &state) {
                 super::vm::delete(global, &record);
-                return Err(e);
+                return Err(e.into());
             }
         }
         return Ok(record);
@@ -186,20 +285,24 @@ fn create_in(
 
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
-        .context("cannot create the exec FIFO")?;
+        .map_err(CreateError::MakeFifo)?;
     // Writable by the container's user whatever the umask.
-    std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))?;
+    std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))
+        .map_err(CreateError::FifoMode)?;
     let fifo: OwnedFd = nix::fcntl::open(
         &fifo_path,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .context("cannot open the exec FIFO")?;
+    .map_err(CreateError::OpenFifo)?;
 
     let stdio = match (&args.console_socket, terminal) {
         (Some(path), true) => {
-            let socket = UnixStream::connect(path)
-                .with_context(|| format!("cannot connect to console socket {}", path.display()))?;
+            let socket =
+                UnixStream::connect(path).map_err(|source| CreateError::ConsoleSocket {
+                    path: path.clone(),
+                    source,
+                })?;
             Stdio::ConsoleSocket {
                 socket: socket.into(),
             }
@@ -227,13 +330,12 @@ fn create_in(
             hooks,
         },
     )
-    .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))
-    .context("cannot create the container")?;
+    .map_err(CreateError::Spawn)?;
     let pid = spawned.pid.as_raw();
     cleanup.pid = Some(pid);
     let start_time = container::proc_stat(pid)
         .map(|(_, start)| start)
-        .context("the container process exited during create")?;
+        .ok_or(CreateError::ExitedEarly)?;
     record.pid = pid;
     record.start_time = start_time;
     record.save(global)?;
@@ -244,11 +346,14 @@ fn create_in(
 }
 
 /// Write a pid file atomically, as runc does.
-pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), PidFileError> {
     let tmp = path.with_extension("berth-tmp");
     std::fs::write(&tmp, pid.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write pid file {}", path.display()))
+        .map_err(|source| PidFileError {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Undoes a failed create: the process, the cgroup and the state directory.

@@ -1,17 +1,37 @@
 //! `delete`: remove a stopped container (its cgroup and state), then run poststop hooks.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::cli::{DeleteArgs, Global};
-use super::container::{self, Record, Status};
+use super::container::{self, Record, RecordError, Status};
 use super::hooks::{self, Point};
 
+/// A container could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("cannot delete container {id:?} that is not stopped: {}", status.as_str())]
+    NotStopped { id: String, status: Status },
+    #[error("cannot remove {}", path.display())]
+    RemoveState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn remove_state(global: &Global, id: &str) -> Result<(), DeleteError> {
+    let path = container::dir(global, id);
+    std::fs::remove_dir_all(&path).map_err(|source| DeleteError::RemoveState { path, source })
+}
+
 /// `berth-runtime delete`.
-pub fn delete(global: &Global, args: &DeleteArgs) -> Result<()> {
+pub fn delete(global: &Global, args: &DeleteArgs) -> Result<(), DeleteError> {
     let record = match Record::load(global, &args.id) {
         Ok(record) => record,
         Err(e) => {
@@ -21,17 +41,16 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> Result<()> {
                 let _ = std::fs::remove_dir_all(dir);
                 return Ok(());
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     let status = record.status(global);
     if status != Status::Stopped {
         if !args.force && status != Status::Created {
-            bail!(
-                "cannot delete container {:?} that is not stopped: {}",
-                args.id,
-                status.as_str()
-            );
+            return Err(DeleteError::NotStopped {
+                id: args.id.clone(),
+                status,
+            });
         }
         if record.vm.is_none() {
             kill_all(&record);
@@ -40,11 +59,11 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> Result<()> {
     let spec = record.spec(global).ok();
     if record.vm.is_some() {
         super::vm::delete(global, &record);
-        std::fs::remove_dir_all(container::dir(global, &args.id))?;
+        remove_state(global, &args.id)?;
         if let Some(spec) = spec {
             if let Err(e) = hooks::run(&spec, Point::Poststop, &record.state_json(Status::Stopped))
             {
-                eprintln!("berth-runtime: warning: {e:#}");
+                eprintln!("berth-runtime: warning: {}", crate::error_chain(&e));
             }
         }
         return Ok(());
@@ -61,10 +80,10 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> Result<()> {
             eprintln!("berth-runtime: warning: cannot remove the cgroup: {e}");
         }
     }
-    std::fs::remove_dir_all(container::dir(global, &args.id))?;
+    remove_state(global, &args.id)?;
     if let Some(spec) = spec {
         if let Err(e) = hooks::run(&spec, Point::Poststop, &record.state_json(Status::Stopped)) {
-            eprintln!("berth-runtime: warning: {e:#}");
+            eprintln!("berth-runtime: warning: {}", crate::error_chain(&e));
         }
     }
     Ok(())

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
 use berth_agent::cgroups::{CgroupVersion, CGROUP_ROOT};
 
 use super::cli::{EventsArgs, Global};
-use super::container::{Record, Status};
+use super::container::{Record, RecordError, Status};
+use super::CommandError;
 
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -23,7 +23,7 @@ fn read_limit(path: &Path) -> Option<u64> {
 }
 
 /// One stats event: memory usage/limit, pids current/limit, cpu usage (ns).
-pub fn stats(record: &Record) -> Result<serde_json::Value> {
+pub fn stats(record: &Record) -> Result<serde_json::Value, RecordError> {
     let cgroup = record.cgroup()?;
     let rel = record.cgroups_path.trim_start_matches('/');
     let root = Path::new(CGROUP_ROOT);
@@ -70,10 +70,10 @@ pub fn stats(record: &Record) -> Result<serde_json::Value> {
 }
 
 /// `berth-runtime events`.
-pub fn events(global: &Global, args: &EventsArgs) -> Result<()> {
+pub fn events(global: &Global, args: &EventsArgs) -> Result<(), CommandError> {
     let record = Record::load(global, &args.id)?;
     if record.status(global) == Status::Stopped {
-        bail!("container {:?} is not running", args.id);
+        return Err(CommandError::NotRunning(args.id.clone()));
     }
     loop {
         println!("{}", stats(&record)?);

@@ -1,27 +1,89 @@
 //! `exec`: run another process in a running container.
 
+use std::num::ParseIntError;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use berth_agent::{spawn_exec, ExecSetup, Stdio};
+use berth_agent::{spawn_exec, ExecSetup, SpawnError, Stdio};
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
 use super::cli::{ExecArgs, Global};
-use super::container::{Record, Status};
-use super::create::write_pid_file;
+use super::container::{Record, RecordError, Status};
+use super::create::{write_pid_file, PidFileError};
 use super::run::wait_code;
+use super::vm::VmModeError;
+
+/// A process could not be run in a container.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("cannot read {}", path.display())]
+    ReadProcess {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {}", path.display())]
+    InvalidProcess {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("exec needs a command or --process")]
+    NoCommand,
+    #[error("invalid uid in {user:?}")]
+    InvalidUid {
+        user: String,
+        #[source]
+        source: ParseIntError,
+    },
+    #[error("invalid gid in {user:?}")]
+    InvalidGid {
+        user: String,
+        #[source]
+        source: ParseIntError,
+    },
+    #[error("cannot exec in a container that is not running")]
+    NotRunning,
+    #[error("exec --detach/--pid-file in a vm-mode container is not supported yet")]
+    VmDetach,
+    #[error(transparent)]
+    Vm(#[from] VmModeError),
+    #[error("cannot connect to console socket {}", path.display())]
+    ConsoleSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a terminal requires --console-socket")]
+    NoConsoleSocket,
+    #[error("cannot exec in the container")]
+    Spawn(#[source] SpawnError),
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+}
 
 /// The process to run: process.json, or the container's process with the command
 /// line's command, environment, directory, user and terminal.
-pub fn build_process(record: &Record, global: &Global, args: &ExecArgs) -> Result<Process> {
+pub fn build_process(
+    record: &Record,
+    global: &Global,
+    args: &ExecArgs,
+) -> Result<Process, ExecError> {
     if let Some(path) = &args.process {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|source| ExecError::ReadProcess {
+            path: path.clone(),
+            source,
+        })?;
+        return serde_json::from_str(&text).map_err(|source| ExecError::InvalidProcess {
+            path: path.clone(),
+            source,
+        });
     }
     if args.command.is_empty() {
-        bail!("exec needs a command or --process");
+        return Err(ExecError::NoCommand);
     }
     let spec = record.spec(global)?;
     let mut process = spec.process().clone().unwrap_or_default();
@@ -36,14 +98,14 @@ pub fn build_process(record: &Record, global: &Global, args: &ExecArgs) -> Resul
     if let Some(user) = &args.user {
         let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
         let mut u = process.user().clone();
-        u.set_uid(
-            uid.parse()
-                .with_context(|| format!("invalid uid in {user:?}"))?,
-        );
-        u.set_gid(
-            gid.parse()
-                .with_context(|| format!("invalid gid in {user:?}"))?,
-        );
+        u.set_uid(uid.parse().map_err(|source| ExecError::InvalidUid {
+            user: user.clone(),
+            source,
+        })?);
+        u.set_gid(gid.parse().map_err(|source| ExecError::InvalidGid {
+            user: user.clone(),
+            source,
+        })?);
         u.set_additional_gids(None);
         process.set_user(u);
     }
@@ -51,26 +113,29 @@ pub fn build_process(record: &Record, global: &Global, args: &ExecArgs) -> Resul
 }
 
 /// `berth-runtime exec`; returns the exit code.
-pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32> {
+pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32, ExecError> {
     let record = Record::load(global, &args.id)?;
     if record.status(global) != Status::Running {
-        bail!("cannot exec in a container that is not running");
+        return Err(ExecError::NotRunning);
     }
     let process = build_process(&record, global, args)?;
     if record.vm.is_some() {
         if args.detach || args.pid_file.is_some() {
-            bail!("exec --detach/--pid-file in a vm-mode container is not supported yet");
+            return Err(ExecError::VmDetach);
         }
-        return super::vm::exec(global, &record, process);
+        return Ok(super::vm::exec(global, &record, process)?);
     }
     let terminal = process.terminal().unwrap_or(false);
     let stdio = match (terminal, &args.console_socket) {
         (true, Some(path)) => Stdio::ConsoleSocket {
             socket: UnixStream::connect(path)
-                .with_context(|| format!("cannot connect to console socket {}", path.display()))?
+                .map_err(|source| ExecError::ConsoleSocket {
+                    path: path.clone(),
+                    source,
+                })?
                 .into(),
         },
-        (true, None) => bail!("a terminal requires --console-socket"),
+        (true, None) => return Err(ExecError::NoConsoleSocket),
         (false, _) => Stdio::Inherit,
     };
     let spawned = spawn_exec(ExecSetup {
@@ -79,8 +144,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32> {
         cgroups_path: Some(record.cgroups_path.clone()),
         stdio,
     })
-    .map_err(|e| anyhow::anyhow!(crate::error_chain(&e)))
-    .context("cannot exec in the container")?;
+    .map_err(ExecError::Spawn)?;
     if let Some(pid_file) = &args.pid_file {
         write_pid_file(pid_file, spawned.pid.as_raw())?;
     }

@@ -1,7 +1,17 @@
 //! OCI hooks: run with the state JSON on stdin.
 
-use anyhow::Result;
 use oci_spec::runtime::{Hook, Spec};
+
+/// The hooks of a point could not be run, or one failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The state given to hooks on stdin could not be encoded.
+    #[error("cannot encode the container state for the hooks")]
+    State(#[source] serde_json::Error),
+    /// A hook failed (the agent's message names it).
+    #[error(transparent)]
+    Failed(#[from] berth_agent::hooks::HookError),
+}
 
 /// The hook points of the runtime spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +49,8 @@ pub fn hooks_for(spec: &Spec, point: Point) -> Vec<Hook> {
 /// Run every hook of `point` in order (in the runtime's namespaces); the first
 /// failure stops them. The set-up points normally run inside
 /// [`berth_agent::spawn_with`] instead, at their moments.
-pub fn run(spec: &Spec, point: Point, state: &serde_json::Value) -> Result<()> {
-    let input = serde_json::to_vec(state)?;
+pub fn run(spec: &Spec, point: Point, state: &serde_json::Value) -> Result<(), HookError> {
+    let input = serde_json::to_vec(state).map_err(HookError::State)?;
     let name = match point {
         Point::Prestart => "Prestart",
         Point::CreateRuntime => "CreateRuntime",

@@ -2,17 +2,38 @@
 
 use std::str::FromStr;
 
-use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::cli::{Global, KillArgs};
-use super::container::{self, Record, Status};
+use super::container::{self, Record, RecordError, Status};
+use super::vm::VmModeError;
+
+/// A container could not be signalled.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("invalid signal {text:?}")]
+    InvalidSignal {
+        text: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("container not running")]
+    NotRunning,
+    #[error(transparent)]
+    Vm(#[from] VmModeError),
+}
 
 /// A signal from a name (`TERM`, `SIGTERM`, `term`) or a number.
-pub fn parse_signal(text: &str) -> Result<Signal> {
+pub fn parse_signal(text: &str) -> Result<Signal, KillError> {
+    let invalid = |source| KillError::InvalidSignal {
+        text: text.to_owned(),
+        source,
+    };
     if let Ok(n) = text.parse::<i32>() {
-        return Signal::try_from(n).with_context(|| format!("invalid signal {text:?}"));
+        return Signal::try_from(n).map_err(invalid);
     }
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -20,22 +41,22 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&name).with_context(|| format!("invalid signal {text:?}"))
+    Signal::from_str(&name).map_err(invalid)
 }
 
 /// `berth-runtime kill`.
-pub fn kill(global: &Global, args: &KillArgs) -> Result<()> {
+pub fn kill(global: &Global, args: &KillArgs) -> Result<(), KillError> {
     let record = Record::load(global, &args.id)?;
     let signal = parse_signal(&args.signal)?;
     let status = record.status(global);
     if record.vm.is_some() {
         if status == Status::Stopped {
-            bail!("container not running");
+            return Err(KillError::NotRunning);
         }
-        return super::vm::kill(global, &record, signal);
+        return Ok(super::vm::kill(global, &record, signal)?);
     }
     if args.all {
-        if let Ok(pids) = record.cgroup().and_then(|c| Ok(c.pids()?)) {
+        if let Some(pids) = record.cgroup().ok().and_then(|c| c.pids().ok()) {
             for pid in pids {
                 container::signal(pid, signal)?;
             }
@@ -46,7 +67,7 @@ pub fn kill(global: &Global, args: &KillArgs) -> Result<()> {
         return Ok(());
     }
     if status == Status::Stopped {
-        bail!("container not running");
+        return Err(KillError::NotRunning);
     }
-    container::signal(Pid::from_raw(record.pid), signal)
+    Ok(container::signal(Pid::from_raw(record.pid), signal)?)
 }

@@ -1,12 +1,11 @@
 //! `list`: every container under --root.
 
-use anyhow::{bail, Result};
-
 use super::cli::{Global, ListArgs};
 use super::container::Record;
+use super::CommandError;
 
 /// `berth-runtime list`.
-pub fn list(global: &Global, args: &ListArgs) -> Result<()> {
+pub fn list(global: &Global, args: &ListArgs) -> Result<(), CommandError> {
     let mut records = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&global.root) {
         for entry in entries.flatten() {
@@ -42,7 +41,8 @@ pub fn list(global: &Global, args: &ListArgs) -> Result<()> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string(&list)?);
+            let json = serde_json::to_string(&list).map_err(CommandError::Output)?;
+            println!("{json}");
         }
         "table" => {
             println!(
@@ -66,7 +66,7 @@ pub fn list(global: &Global, args: &ListArgs) -> Result<()> {
                 );
             }
         }
-        other => bail!("invalid format {other:?} (table or json)"),
+        other => return Err(CommandError::Format(other.to_owned())),
     }
     Ok(())
 }

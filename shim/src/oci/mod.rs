@@ -31,13 +31,57 @@ pub mod vm;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Result;
 use clap::Parser;
 
 use cli::{Cli, Command, Global};
 
 /// The runtime-spec version this runtime implements.
 pub const SPEC_VERSION: &str = "1.2.0";
+
+/// Why a command failed; [`main`] prints it with its causes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Create(#[from] create::CreateError),
+    #[error(transparent)]
+    Start(#[from] start::StartError),
+    #[error(transparent)]
+    Kill(#[from] kill::KillError),
+    #[error(transparent)]
+    Delete(#[from] delete::DeleteError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error(transparent)]
+    Freeze(#[from] pause::FreezeError),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Vm(#[from] vm::VmModeError),
+}
+
+/// Why `state`, `ps`, `list`, `events` or `update` failed: they read a container
+/// record and its cgroup and print or change it.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Record(#[from] container::RecordError),
+    #[error("container {0:?} is not running")]
+    NotRunning(String),
+    #[error("invalid format {0:?} (table or json)")]
+    Format(String),
+    #[error("cannot list the container's processes")]
+    Processes(#[source] berth_agent::cgroups::CgroupError),
+    #[error("invalid resource limits")]
+    Limits(#[source] oci_spec::OciSpecError),
+    #[error("cannot apply the new limits to the container's cgroup")]
+    Apply(#[source] berth_agent::cgroups::CgroupError),
+    #[error("cannot encode the output as JSON")]
+    Output(#[source] serde_json::Error),
+}
 
 /// Parse the command line, run the command and return the process's exit code.
 pub fn main() -> i32 {
@@ -61,7 +105,7 @@ pub fn main() -> i32 {
     match dispatch(&global, command) {
         Ok(code) => code,
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::error_chain(&e);
             log_error(&global, &message);
             eprintln!("berth-runtime: {message}");
             1
@@ -69,29 +113,35 @@ pub fn main() -> i32 {
     }
 }
 
-fn dispatch(global: &Global, command: Command) -> Result<i32> {
+fn dispatch(global: &Global, command: Command) -> Result<i32, Error> {
     if global.debug {
         log_line(global, "debug", &format!("command: {command:?}"));
     }
     match command {
-        Command::Create(args) => create::create(global, &args).map(|()| 0),
-        Command::Start(args) => start::start(global, &args.id).map(|()| 0),
-        Command::State(args) => state::state(global, &args.id).map(|()| 0),
-        Command::Kill(args) => kill::kill(global, &args).map(|()| 0),
-        Command::Delete(args) => delete::delete(global, &args).map(|()| 0),
-        Command::Run(args) => run::run(global, &args),
-        Command::Exec(args) => exec::exec(global, &args),
-        Command::Ps(args) => ps::ps(global, &args).map(|()| 0),
-        Command::List(args) => list::list(global, &args).map(|()| 0),
-        Command::Pause(args) => pause::pause(global, &args.id).map(|()| 0),
-        Command::Resume(args) => pause::resume(global, &args.id).map(|()| 0),
-        Command::Spec(args) => spec::spec(&args).map(|()| 0),
-        Command::Events(args) => events::events(global, &args).map(|()| 0),
-        Command::Update(args) => update::update(global, &args).map(|()| 0),
+        Command::Create(args) => create::create(global, &args)?,
+        Command::Start(args) => start::start(global, &args.id)?,
+        Command::State(args) => state::state(global, &args.id)?,
+        Command::Kill(args) => kill::kill(global, &args)?,
+        Command::Delete(args) => delete::delete(global, &args)?,
+        Command::Run(args) => return Ok(run::run(global, &args)?),
+        Command::Exec(args) => return Ok(exec::exec(global, &args)?),
+        Command::Ps(args) => ps::ps(global, &args)?,
+        Command::List(args) => list::list(global, &args)?,
+        Command::Pause(args) => pause::pause(global, &args.id)?,
+        Command::Resume(args) => pause::resume(global, &args.id)?,
+        Command::Spec(args) => spec::spec(&args)?,
+        Command::Events(args) => events::events(global, &args)?,
+        Command::Update(args) => update::update(global, &args)?,
         Command::VmRelay(args) => {
-            vm::relay(global, &args.id, args.console_socket, args.interactive)
+            return Ok(vm::relay(
+                global,
+                &args.id,
+                args.console_socket,
+                args.interactive,
+            )?)
         }
     }
+    Ok(0)
 }
 
 /// Append a message to `--log` in the chosen format (runc's: logrus text or JSON).

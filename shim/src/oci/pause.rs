@@ -1,21 +1,40 @@
 //! `pause` and `resume`: the cgroup freezer (v1 freezer.state, v2 cgroup.freeze).
 
-use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 
 use super::cli::Global;
-use super::container::{self, Record, Status};
+use super::container::{self, Record, RecordError, Status};
 
-fn set_frozen(global: &Global, id: &str, frozen: bool) -> Result<()> {
+/// A container could not be frozen or thawed.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("container {0:?} is not running")]
+    NotRunning(String),
+    #[error("container {0:?} is not paused")]
+    NotPaused(String),
+    #[error("the freezer cgroup controller is not available")]
+    NoFreezer,
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn set_frozen(global: &Global, id: &str, frozen: bool) -> Result<(), FreezeError> {
     let record = Record::load(global, id)?;
     let status = record.status(global);
     match (frozen, status) {
         (true, Status::Running) | (false, Status::Paused) => {}
-        (true, _) => bail!("container {id:?} is not running"),
-        (false, _) => bail!("container {id:?} is not paused"),
+        (true, _) => return Err(FreezeError::NotRunning(id.to_owned())),
+        (false, _) => return Err(FreezeError::NotPaused(id.to_owned())),
     }
     let cgroup = record.cgroup()?;
     let Some(file) = container::freezer_file(&cgroup) else {
-        bail!("the freezer cgroup controller is not available");
+        return Err(FreezeError::NoFreezer);
     };
     let value = match (file.ends_with("cgroup.freeze"), frozen) {
         (true, true) => "1",
@@ -23,15 +42,15 @@ fn set_frozen(global: &Global, id: &str, frozen: bool) -> Result<()> {
         (false, true) => "FROZEN",
         (false, false) => "THAWED",
     };
-    std::fs::write(&file, value).with_context(|| format!("cannot write {}", file.display()))
+    std::fs::write(&file, value).map_err(|source| FreezeError::Write { path: file, source })
 }
 
 /// `berth-runtime pause`.
-pub fn pause(global: &Global, id: &str) -> Result<()> {
+pub fn pause(global: &Global, id: &str) -> Result<(), FreezeError> {
     set_frozen(global, id, true)
 }
 
 /// `berth-runtime resume`.
-pub fn resume(global: &Global, id: &str) -> Result<()> {
+pub fn resume(global: &Global, id: &str) -> Result<(), FreezeError> {
     set_frozen(global, id, false)
 }

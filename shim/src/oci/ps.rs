@@ -1,21 +1,24 @@
 //! `ps`: the container's processes, from its cgroup.
 
-use anyhow::{bail, Result};
-
 use super::cli::{Global, PsArgs};
 use super::container::Record;
+use super::CommandError;
 
 /// `berth-runtime ps`.
-pub fn ps(global: &Global, args: &PsArgs) -> Result<()> {
+pub fn ps(global: &Global, args: &PsArgs) -> Result<(), CommandError> {
     let record = Record::load(global, &args.id)?;
     let pids: Vec<i32> = record
         .cgroup()?
-        .pids()?
+        .pids()
+        .map_err(CommandError::Processes)?
         .into_iter()
         .map(|p| p.as_raw())
         .collect();
     match args.format.as_str() {
-        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "json" => println!(
+            "{}",
+            serde_json::to_string(&pids).map_err(CommandError::Output)?
+        ),
         "table" => {
             println!("{:<8} CMD", "PID");
             for pid in pids {
@@ -31,7 +34,7 @@ pub fn ps(global: &Global, args: &PsArgs) -> Result<()> {
                 println!("{pid:<8} {cmd}");
             }
         }
-        other => bail!("invalid format {other:?} (table or json)"),
+        other => return Err(CommandError::Format(other.to_owned())),
     }
     Ok(())
 }

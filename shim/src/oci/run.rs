@@ -1,17 +1,25 @@
 //! `run`: create and start; in the foreground, wait and exit with the container's
 //! status, then delete it (as runc does).
 
-use anyhow::Result;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use super::cli::{DeleteArgs, Global, RunArgs};
-use super::create::create_container;
+use super::create::{create_container, CreateError};
 use super::delete::delete;
-use super::start::start_record;
+use super::start::{start_record, StartError};
+
+/// A container could not be created or started (a created one is deleted again).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
 
 /// `berth-runtime run`; returns the exit code.
-pub fn run(global: &Global, args: &RunArgs) -> Result<i32> {
+pub fn run(global: &Global, args: &RunArgs) -> Result<i32, RunError> {
     let record = create_container(global, &args.create)?;
     let remove = |global: &Global| {
         let _ = delete(
@@ -24,7 +32,7 @@ pub fn run(global: &Global, args: &RunArgs) -> Result<i32> {
     };
     if let Err(e) = start_record(global, &record) {
         remove(global);
-        return Err(e);
+        return Err(e.into());
     }
     if args.detach {
         return Ok(0);

@@ -1,8 +1,23 @@
 //! `spec`: write runc's default config.json.
 
-use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 
 use super::cli::SpecArgs;
+
+/// A default config.json could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("--rootless is not supported")]
+    Rootless,
+    #[error("File {} exists. Remove it first", path.display())]
+    Exists { path: PathBuf },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// runc's `runc spec` output (runc 1.2), with `ociVersion` set to ours.
 pub const DEFAULT_CONFIG: &str = r#"{
@@ -181,16 +196,15 @@ pub const DEFAULT_CONFIG: &str = r#"{
 "#;
 
 /// `berth-runtime spec`.
-pub fn spec(args: &SpecArgs) -> Result<()> {
+pub fn spec(args: &SpecArgs) -> Result<(), SpecError> {
     if args.rootless {
-        bail!("--rootless is not supported");
+        return Err(SpecError::Rootless);
     }
     let path = args.bundle.join("config.json");
     if path.exists() {
-        bail!("File {} exists. Remove it first", path.display());
+        return Err(SpecError::Exists { path });
     }
-    std::fs::write(&path, DEFAULT_CONFIG)
-        .with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(&path, DEFAULT_CONFIG).map_err(|source| SpecError::Write { path, source })
 }
 
 #[cfg(test)]

@@ -4,26 +4,51 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::cli::Global;
-use super::container::{self, Record, Status, EXEC_FIFO};
-use super::hooks::{self, Point};
+use super::container::{self, Record, RecordError, Status, EXEC_FIFO};
+use super::hooks::{self, HookError, Point};
+use super::vm::VmModeError;
+
+/// A created container could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("cannot start a container that has stopped")]
+    Stopped,
+    #[error("cannot start an already running container")]
+    AlreadyRunning,
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Vm(#[from] VmModeError),
+    #[error("cannot open the exec FIFO")]
+    OpenFifo(#[source] nix::errno::Errno),
+    #[error("cannot read the exec FIFO")]
+    ReadFifo(#[source] std::io::Error),
+    #[error("the container process exited before it was started")]
+    Exited,
+    #[error("unexpected data on the exec FIFO: {0:?}")]
+    FifoData(Vec<u8>),
+    #[error("cannot remove the exec FIFO")]
+    RemoveFifo(#[source] std::io::Error),
+}
 
 /// `berth-runtime start`.
-pub fn start(global: &Global, id: &str) -> Result<()> {
+pub fn start(global: &Global, id: &str) -> Result<(), StartError> {
     let record = Record::load(global, id)?;
     start_record(global, &record)
 }
 
 /// Start a loaded container (used by `run` too).
-pub fn start_record(global: &Global, record: &Record) -> Result<()> {
+pub fn start_record(global: &Global, record: &Record) -> Result<(), StartError> {
     match record.status(global) {
         Status::Created => {}
-        Status::Stopped => bail!("cannot start a container that has stopped"),
-        Status::Running | Status::Paused => bail!("cannot start an already running container"),
+        Status::Stopped => return Err(StartError::Stopped),
+        Status::Running | Status::Paused => return Err(StartError::AlreadyRunning),
     }
     let spec = record.spec(global)?;
     if record.vm.is_some() {
@@ -39,14 +64,14 @@ pub fn start_record(global: &Global, record: &Record) -> Result<()> {
     }
     if let Err(e) = hooks::run(&spec, Point::Poststart, &record.state_json(Status::Running)) {
         // runc warns and carries on: the container is already running.
-        eprintln!("berth-runtime: warning: {e:#}");
+        eprintln!("berth-runtime: warning: {}", crate::error_chain(&e));
     }
     Ok(())
 }
 
 /// Open the FIFO for reading (which unblocks the process's open for writing), read
 /// its `0`, and remove the FIFO; fails if the process died meanwhile.
-fn release(global: &Global, record: &Record) -> Result<()> {
+fn release(global: &Global, record: &Record) -> Result<(), StartError> {
     let path = container::dir(global, &record.id).join(EXEC_FIFO);
     // Non-blocking: a dead writer must not hang us.
     let fd = nix::fcntl::open(
@@ -54,7 +79,7 @@ fn release(global: &Global, record: &Record) -> Result<()> {
         OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .context("cannot open the exec FIFO")?;
+    .map_err(StartError::OpenFifo)?;
     let mut file = std::fs::File::from(fd);
     let mut data = Vec::new();
     loop {
@@ -70,7 +95,7 @@ fn release(global: &Global, record: &Record) -> Result<()> {
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e).context("cannot read the exec FIFO"),
+                Err(e) => return Err(StartError::ReadFifo(e)),
             }
         }
         if !container::alive(record.pid, record.start_time) {
@@ -78,15 +103,15 @@ fn release(global: &Global, record: &Record) -> Result<()> {
                 break;
             }
             let _ = std::fs::remove_file(&path);
-            bail!("the container process exited before it was started");
+            return Err(StartError::Exited);
         }
         if ready == 0 || data.is_empty() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
     if data != b"0" {
-        bail!("unexpected data on the exec FIFO: {data:?}");
+        return Err(StartError::FifoData(data));
     }
-    std::fs::remove_file(&path).context("cannot remove the exec FIFO")?;
+    std::fs::remove_file(&path).map_err(StartError::RemoveFifo)?;
     Ok(())
 }

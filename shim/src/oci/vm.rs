@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use berth_agent::protocol::{GuestRootfs, RequestBody, ResponseBody, StdioStream, Upper};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -31,8 +30,65 @@ use super::cli::{CreateArgs, Global};
 use super::container::{self, Record, Status};
 use super::create::RUNTIME_ANNOTATION;
 use crate::container::process_start_time;
-use crate::runtime::vm::client::{self, Agent};
-use crate::runtime::vm::{self, hypervisor, Accel, VmInfo};
+use crate::runtime::vm::client::{self, Agent, ClientError};
+use crate::runtime::vm::{self, hypervisor, Accel, VmError, VmInfo};
+
+/// A vm-mode container could not be created, reached or relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmModeError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Agent(#[from] ClientError),
+    #[error("cannot build the rootfs disk")]
+    RootfsDisk(#[source] VmError),
+    #[error("cannot boot the VM")]
+    Boot(#[source] VmError),
+    #[error("the VM did not come up")]
+    NotUp(#[source] ClientError),
+    #[error("cannot reach the guest agent")]
+    Unreachable(#[source] ClientError),
+    #[error("cannot set a timeout on the guest agent connection")]
+    Timeout(#[source] std::io::Error),
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode the exit status")]
+    EncodeExit(#[source] serde_json::Error),
+    #[error("cannot find berth-runtime itself")]
+    CurrentExe(#[source] std::io::Error),
+    #[error("cannot start the stdio relay")]
+    SpawnRelay(#[source] std::io::Error),
+    #[error("cannot check on the stdio relay")]
+    WatchRelay(#[source] std::io::Error),
+    #[error("the stdio relay exited: {0}")]
+    RelayExited(std::process::ExitStatus),
+    #[error("the stdio relay did not attach")]
+    RelayNotAttached,
+    #[error("cannot connect to console socket {}", path.display())]
+    ConsoleSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec with a terminal in a vm-mode container is not supported yet")]
+    ExecTerminal,
+    #[error("the guest agent answered {0} to Wait")]
+    WaitAnswer(String),
+    #[error("cannot duplicate fd {fd}")]
+    Dup {
+        fd: i32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn write(path: PathBuf, contents: &[u8]) -> Result<(), VmModeError> {
+    std::fs::write(&path, contents).map_err(|source| VmModeError::Write { path, source })
+}
 
 /// Written by `start` once StartContainer succeeded.
 pub const STARTED: &str = "vm-started";
@@ -63,10 +119,6 @@ pub fn wanted(global: &Global, spec: &Spec) -> bool {
         .and_then(|a| a.get(RUNTIME_ANNOTATION))
         .is_some_and(|v| v == "vm");
     annotated || global.runtime_mode.as_deref() == Some("vm")
-}
-
-fn err(e: impl std::error::Error) -> anyhow::Error {
-    anyhow::anyhow!(crate::error_chain(&e))
 }
 
 /// The spec as the guest agent gets it: no host bind mounts, no hooks, no
@@ -110,16 +162,18 @@ pub fn create(
     terminal: bool,
     dir: &Path,
     record: &mut Record,
-) -> Result<()> {
+) -> Result<(), VmModeError> {
     let mut guard = Teardown { dir: Some(dir) };
-    let (kernel, initramfs) = vm::guest_images().map_err(err)?;
-    let disks = vm::disks::layer_images(dir, &[rootfs.to_path_buf()])
-        .map_err(err)
-        .context("cannot build the rootfs disk")?;
-    std::fs::create_dir_all(&global.root)?;
-    let (name, accel) = vm::choose(&global.root, None, None).map_err(err)?;
-    let accel = Accel::parse(&accel).map_err(err)?;
-    let hv = hypervisor::by_name(&name).map_err(err)?;
+    let (kernel, initramfs) = vm::guest_images()?;
+    let disks =
+        vm::disks::layer_images(dir, &[rootfs.to_path_buf()]).map_err(VmModeError::RootfsDisk)?;
+    std::fs::create_dir_all(&global.root).map_err(|source| VmModeError::Write {
+        path: global.root.clone(),
+        source,
+    })?;
+    let (name, accel) = vm::choose(&global.root, None, None)?;
+    let accel = Accel::parse(&accel)?;
+    let hv = hypervisor::by_name(&name)?;
     let launched = hv
         .launch(&hypervisor::VmConfig {
             dir,
@@ -132,8 +186,7 @@ pub fn create(
             scratch: None,
             accel,
         })
-        .map_err(err)
-        .context("cannot boot the VM")?;
+        .map_err(VmModeError::Boot)?;
     let mut vmm = launched.vmm;
     let vmm_pid = vmm.id() as i32;
     let info = VmInfo {
@@ -150,7 +203,10 @@ pub fn create(
         vcpus: 1,
         disks: disks.clone(),
     };
-    info.save(dir)?;
+    info.save(dir).map_err(|source| VmModeError::Write {
+        path: dir.join("vm.json"),
+        source,
+    })?;
     // The VMM and the daemon outlive this process; delete stops them by pid.
     drop(launched.helpers);
     let mut control = Agent::wait_ready(dir, vm::boot_timeout(), || {
@@ -160,23 +216,22 @@ pub fn create(
             None => status.to_string(),
         })
     })
-    .map_err(err)
-    .context("the VM did not come up")?;
-    control.set_timeout(Some(Duration::from_secs(60)))?;
+    .map_err(VmModeError::NotUp)?;
+    control
+        .set_timeout(Some(Duration::from_secs(60)))
+        .map_err(VmModeError::Timeout)?;
     let interactive = !terminal && !is_dev_null(0);
-    let body = control
-        .call(RequestBody::CreateContainer {
-            id: args.id.clone(),
-            spec: guest_spec(spec),
-            rootfs: GuestRootfs {
-                layers: vec![vm::guest_disk(0)],
-                upper: Upper::Tmpfs { size_bytes: None },
-            },
-            terminal,
-            interactive,
-        })
-        .map_err(err)?;
-    vm::expect(body, "Created", |b| matches!(b, ResponseBody::Created)).map_err(err)?;
+    let body = control.call(RequestBody::CreateContainer {
+        id: args.id.clone(),
+        spec: guest_spec(spec),
+        rootfs: GuestRootfs {
+            layers: vec![vm::guest_disk(0)],
+            upper: Upper::Tmpfs { size_bytes: None },
+        },
+        terminal,
+        interactive,
+    })?;
+    vm::expect(body, "Created", |b| matches!(b, ResponseBody::Created))?;
 
     let relay = spawn_relay(global, args, terminal, interactive, dir)?;
     record.pid = vmm_pid;
@@ -192,8 +247,8 @@ fn spawn_relay(
     terminal: bool,
     interactive: bool,
     dir: &Path,
-) -> Result<VmRecord> {
-    let exe = std::env::current_exe().context("cannot find berth-runtime itself")?;
+) -> Result<VmRecord, VmModeError> {
+    let exe = std::env::current_exe().map_err(VmModeError::CurrentExe)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root").arg(&global.root).arg("vm-relay");
     if let (true, Some(path)) = (terminal, &args.console_socket) {
@@ -210,17 +265,17 @@ fn spawn_relay(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().context("cannot start the stdio relay")?;
+    let mut child = cmd.spawn().map_err(VmModeError::SpawnRelay)?;
     let pid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !dir.join(READY).exists() {
-        if let Some(status) = child.try_wait()? {
-            bail!("the stdio relay exited: {status}");
+        if let Some(status) = child.try_wait().map_err(VmModeError::WatchRelay)? {
+            return Err(VmModeError::RelayExited(status));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("the stdio relay did not attach");
+            return Err(VmModeError::RelayNotAttached);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -279,38 +334,33 @@ pub fn exit_code(global: &Global, record: &Record) -> Option<i32> {
         .map(|e| e.exit_code)
 }
 
-fn agent(global: &Global, record: &Record) -> Result<Agent> {
+fn agent(global: &Global, record: &Record) -> Result<Agent, VmModeError> {
     let agent = Agent::connect(&container::dir(global, &record.id), Duration::from_secs(5))
-        .map_err(err)
-        .context("cannot reach the guest agent")?;
-    agent.set_timeout(Some(Duration::from_secs(60)))?;
+        .map_err(VmModeError::Unreachable)?;
+    agent
+        .set_timeout(Some(Duration::from_secs(60)))
+        .map_err(VmModeError::Timeout)?;
     Ok(agent)
 }
 
 /// `start` for a vm container.
-pub fn start(global: &Global, record: &Record) -> Result<()> {
-    let body = agent(global, record)?
-        .call(RequestBody::StartContainer {
-            id: record.id.clone(),
-        })
-        .map_err(err)?;
+pub fn start(global: &Global, record: &Record) -> Result<(), VmModeError> {
+    let body = agent(global, record)?.call(RequestBody::StartContainer {
+        id: record.id.clone(),
+    })?;
     vm::expect(body, "Started", |b| {
         matches!(b, ResponseBody::Started { .. })
-    })
-    .map_err(err)?;
-    std::fs::write(container::dir(global, &record.id).join(STARTED), b"")?;
-    Ok(())
+    })?;
+    write(container::dir(global, &record.id).join(STARTED), b"")
 }
 
 /// `kill` for a vm container.
-pub fn kill(global: &Global, record: &Record, signal: Signal) -> Result<()> {
-    let body = agent(global, record)?
-        .call(RequestBody::Signal {
-            id: record.id.clone(),
-            signal: signal as i32,
-        })
-        .map_err(err)?;
-    vm::expect(body, "Ok", |b| matches!(b, ResponseBody::Ok)).map_err(err)
+pub fn kill(global: &Global, record: &Record, signal: Signal) -> Result<(), VmModeError> {
+    let body = agent(global, record)?.call(RequestBody::Signal {
+        id: record.id.clone(),
+        signal: signal as i32,
+    })?;
+    Ok(vm::expect(body, "Ok", |b| matches!(b, ResponseBody::Ok))?)
 }
 
 /// `delete` for a vm container: Shutdown, then the VMM, the daemon and the relay go.
@@ -333,13 +383,15 @@ pub fn relay(
     id: &str,
     console: Option<PathBuf>,
     interactive: bool,
-) -> Result<i32> {
+) -> Result<i32, VmModeError> {
     let dir = container::dir(global, id);
     let mut outputs = Vec::new();
     match console {
         Some(path) => {
-            let socket = UnixStream::connect(&path)
-                .with_context(|| format!("cannot connect to console socket {}", path.display()))?;
+            let socket = match UnixStream::connect(&path) {
+                Ok(socket) => socket,
+                Err(source) => return Err(VmModeError::ConsoleSocket { path, source }),
+            };
             let attached = vm::stdio::attach(
                 &dir,
                 id,
@@ -347,17 +399,16 @@ pub fn relay(
                     socket: socket.into(),
                 },
                 true,
-            )
-            .map_err(err)?;
+            )?;
             attached
                 .started
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         None => outputs = pump_fds(&dir, id, interactive)?,
     }
-    let mut waiter = Agent::connect(&dir, Duration::from_secs(5)).map_err(err)?;
-    waiter.set_timeout(None)?;
-    std::fs::write(dir.join(READY), b"")?;
+    let mut waiter = Agent::connect(&dir, Duration::from_secs(5))?;
+    waiter.set_timeout(None).map_err(VmModeError::Timeout)?;
+    write(dir.join(READY), b"")?;
     let exit_code = match waiter.call(RequestBody::Wait { id: id.to_string() }) {
         Ok(ResponseBody::Exited { exit_code, .. }) => exit_code,
         _ => 255,
@@ -366,24 +417,30 @@ pub fn relay(
         let _ = thread.join();
     }
     let tmp = dir.join("exit.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&Exit { exit_code })?)?;
-    std::fs::rename(tmp, dir.join(EXIT))?;
+    let json = serde_json::to_vec(&Exit { exit_code }).map_err(VmModeError::EncodeExit)?;
+    write(tmp.clone(), &json)?;
+    let path = dir.join(EXIT);
+    std::fs::rename(tmp, &path).map_err(|source| VmModeError::Write { path, source })?;
     Ok(0)
 }
 
 /// Connect process `id`'s stdio streams to fds 0/1/2; the output threads end when
 /// the guest closes the streams.
-fn pump_fds(dir: &Path, id: &str, interactive: bool) -> Result<Vec<std::thread::JoinHandle<()>>> {
+fn pump_fds(
+    dir: &Path,
+    id: &str,
+    interactive: bool,
+) -> Result<Vec<std::thread::JoinHandle<()>>, VmModeError> {
     let mut outputs = Vec::new();
     for (stream, fd) in [(StdioStream::Stdout, 1), (StdioStream::Stderr, 2)] {
-        let mut conn = client::attach(dir, id, stream).map_err(err)?;
+        let mut conn = client::attach(dir, id, stream)?;
         let mut out = File::from(dup(fd)?);
         outputs.push(std::thread::spawn(move || {
             let _ = std::io::copy(&mut conn, &mut out);
         }));
     }
     if interactive {
-        let mut conn = client::attach(dir, id, StdioStream::Stdin).map_err(err)?;
+        let mut conn = client::attach(dir, id, StdioStream::Stdin)?;
         let mut input = File::from(dup(0)?);
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut input, &mut conn);
@@ -394,9 +451,13 @@ fn pump_fds(dir: &Path, id: &str, interactive: bool) -> Result<Vec<std::thread::
 }
 
 /// `exec` in a vm container, in the foreground (no terminal): its exit code.
-pub fn exec(global: &Global, record: &Record, process: oci_spec::runtime::Process) -> Result<i32> {
+pub fn exec(
+    global: &Global,
+    record: &Record,
+    process: oci_spec::runtime::Process,
+) -> Result<i32, VmModeError> {
     if process.terminal().unwrap_or(false) {
-        bail!("exec with a terminal in a vm-mode container is not supported yet");
+        return Err(VmModeError::ExecTerminal);
     }
     let dir = container::dir(global, &record.id);
     let nanos = std::time::SystemTime::now()
@@ -406,27 +467,21 @@ pub fn exec(global: &Global, record: &Record, process: oci_spec::runtime::Proces
     let exec_id = format!("exec-{}-{nanos}", std::process::id());
     let interactive = !is_dev_null(0);
     let outputs = pump_fds(&dir, &exec_id, interactive)?;
-    let body = agent(global, record)?
-        .call(RequestBody::Exec {
-            container_id: record.id.clone(),
-            exec_id: exec_id.clone(),
-            process,
-            terminal: false,
-            interactive,
-        })
-        .map_err(err)?;
+    let body = agent(global, record)?.call(RequestBody::Exec {
+        container_id: record.id.clone(),
+        exec_id: exec_id.clone(),
+        process,
+        terminal: false,
+        interactive,
+    })?;
     vm::expect(body, "Started", |b| {
         matches!(b, ResponseBody::Started { .. })
-    })
-    .map_err(err)?;
+    })?;
     let mut waiter = agent(global, record)?;
-    waiter.set_timeout(None)?;
-    let code = match waiter
-        .call(RequestBody::Wait { id: exec_id })
-        .map_err(err)?
-    {
+    waiter.set_timeout(None).map_err(VmModeError::Timeout)?;
+    let code = match waiter.call(RequestBody::Wait { id: exec_id })? {
         ResponseBody::Exited { exit_code, .. } => exit_code,
-        other => bail!("the guest agent answered {other:?} to Wait"),
+        other => return Err(VmModeError::WaitAnswer(format!("{other:?}"))),
     };
     for thread in outputs {
         let _ = thread.join();
@@ -434,10 +489,13 @@ pub fn exec(global: &Global, record: &Record, process: oci_spec::runtime::Proces
     Ok(code)
 }
 
-fn dup(fd: i32) -> Result<OwnedFd> {
+fn dup(fd: i32) -> Result<OwnedFd, VmModeError> {
     // SAFETY: fds 0/1/2 are open for the process's lifetime.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     borrowed
         .try_clone_to_owned()
-        .with_context(|| format!("cannot duplicate fd {}", borrowed.as_raw_fd()))
+        .map_err(|source| VmModeError::Dup {
+            fd: borrowed.as_raw_fd(),
+            source,
+        })
 }
