@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
-use super::{io_err, write_file, Result};
+use super::{append_line, block_io, device_rules, write_file, Result};
 
 /// Controllers the container joins, when mounted.
-const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+const CONTROLLERS: &[&str] = &[
+    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio",
+];
 
 /// The mounted controller hierarchies, deduplicated when co-mounted (`cpu,cpuacct`).
 pub(super) fn controller_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -63,6 +65,9 @@ pub(super) fn apply(root: &Path, path: &Path, resources: &LinuxResources) -> Res
         let dir = root.join("pids").join(path);
         write_file(&dir.join("pids.max"), &pids_max(pids.limit()))?;
     }
+    if let Some(io) = resources.block_io() {
+        block_io::apply_v1(&root.join("blkio").join(path), io)?;
+    }
     if let Some(rules) = resources.devices() {
         let dir = root.join("devices").join(path);
         if dir.is_dir() {
@@ -74,77 +79,20 @@ pub(super) fn apply(root: &Path, path: &Path, resources: &LinuxResources) -> Res
     Ok(())
 }
 
-/// Always allowed after the spec's rules, as runc's spec conversion appends them:
-/// mknod of any node, and the nodes every container gets (null, zero, full,
-/// random, urandom, tty, the pty multiplexer and ptys).
-const ALWAYS_ALLOWED: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-];
-
-/// Like runc's v1 manager: deny everything, then apply the spec's rules in order,
-/// then [`ALWAYS_ALLOWED`].
+/// Like runc's v1 manager: deny everything, then the spec's rules in order, then
+/// the always-allowed nodes ([`device_rules::effective_rules`]).
 fn apply_devices(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+    let rules = device_rules::effective_rules(rules)?;
     append_line(&dir.join("devices.deny"), "a")?;
     for rule in rules {
-        let Some(line) = device_rule(rule) else {
-            tracing::debug!("device rule {rule} has no devices cgroup form: skipped");
-            continue;
-        };
-        let file = if rule.allow() {
+        let file = if rule.allow {
             "devices.allow"
         } else {
             "devices.deny"
         };
-        append_line(&dir.join(file), &line)?;
-    }
-    for line in ALWAYS_ALLOWED {
-        append_line(&dir.join("devices.allow"), line)?;
+        append_line(&dir.join(file), &rule.to_string())?;
     }
     Ok(())
-}
-
-/// A rule as the devices controller reads it, e.g. `c 1:3 rwm`; `None` for FIFOs.
-pub(super) fn device_rule(rule: &LinuxDeviceCgroup) -> Option<String> {
-    let typ = match rule.typ().unwrap_or(LinuxDeviceType::A) {
-        LinuxDeviceType::A => "a",
-        LinuxDeviceType::B => "b",
-        LinuxDeviceType::C | LinuxDeviceType::U => "c",
-        LinuxDeviceType::P => return None,
-    };
-    let number = |n: Option<i64>| {
-        n.filter(|n| *n >= 0)
-            .map_or("*".to_owned(), |n| n.to_string())
-    };
-    let access = rule
-        .access()
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .unwrap_or("rwm");
-    Some(format!(
-        "{typ} {}:{} {access}",
-        number(rule.major()),
-        number(rule.minor())
-    ))
-}
-
-/// One write per rule (the controller parses each write on its own); appending
-/// keeps every rule when the files are plain files under a test root.
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
-        .map_err(io_err(&format!("write {line:?} to"), path))
 }
 
 pub(super) fn pids_max(limit: i64) -> String {

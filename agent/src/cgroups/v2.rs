@@ -1,13 +1,17 @@
 //! Limits on the v2 unified hierarchy.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
-use super::{read_file, v1::pids_max, write_file, Result};
+use super::{
+    block_io, bpf_attach, device_program, device_rules, io_err, read_file, v1::pids_max,
+    write_file, BpfError, CgroupError, Result,
+};
 
 /// Controllers delegated down to container cgroups, when available.
-const CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+const CONTROLLERS: &[&str] = &["cpu", "io", "memory", "pids"];
 
 /// Enable the controllers in every ancestor's `cgroup.subtree_control`.
 pub(super) fn enable_controllers(root: &Path, dir: &Path) -> Result<()> {
@@ -67,11 +71,36 @@ pub(super) fn apply(dir: &Path, resources: &LinuxResources) -> Result<()> {
     if let Some(pids) = resources.pids() {
         write_file(&dir.join("pids.max"), &pids_max(pids.limit()))?;
     }
-    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        // v2 device control is an eBPF program attached to the cgroup; not implemented.
-        tracing::debug!("cgroup v2: linux.resources.devices not enforced (needs eBPF)");
+    if let Some(io) = resources.block_io() {
+        block_io::apply_v2(dir, io)?;
+    }
+    if let Some(rules) = resources.devices() {
+        apply_devices(dir, rules)?;
     }
     Ok(())
+}
+
+/// Load a device program for the rules and make it the one attached to the cgroup.
+/// A kernel without cgroup device programs is only an error when the rules would
+/// deny something.
+fn apply_devices(dir: &Path, spec_rules: &[LinuxDeviceCgroup]) -> Result<()> {
+    let rules = device_rules::effective_rules(spec_rules)?;
+    let cgroup = std::fs::File::open(dir).map_err(io_err("open", dir))?;
+    let attached = bpf_attach::load(&device_program::build(&rules))
+        .and_then(|program| bpf_attach::replace(cgroup.as_fd(), program.as_fd()));
+    match attached {
+        Ok(()) => Ok(()),
+        Err(BpfError::Unsupported(errno)) if !device_rules::denies_anything(&rules) => {
+            tracing::debug!(
+                "cgroup v2: device rules allow everything; no device program ({errno})"
+            );
+            Ok(())
+        }
+        Err(source) => Err(CgroupError::DeviceProgram {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn max_or(value: i64) -> String {
