@@ -3,17 +3,49 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim::protos::ttrpc::Result as TtrpcResult;
 
-use super::console::ConsoleSocket;
-use super::io::{self, Io};
+use super::console::{ConsoleError, ConsoleSocket};
+use super::io::{self, Io, StdioError};
 use super::process::Process;
-use super::runtime::{self, CommandStdio};
+use super::rootfs::RootfsError;
+use super::runtime::{self, CommandStdio, RuntimeError};
 use super::service::{Container, Inner};
 use super::{internal, reaper, rootfs};
+
+/// A container's or an exec's process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Io(#[from] StdioError),
+    #[error("cannot read {}", path.display())]
+    ReadPidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid pid file {}", path.display())]
+    InvalidPidFile {
+        path: PathBuf,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+}
+
+/// A container could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
 
 /// Run a runtime command that starts a container process (`create` or
 /// `exec --detach`) with `process`'s stdio; returns its pid and the shim's side
@@ -23,7 +55,7 @@ pub fn spawn_process(
     process: &Process,
     args: &[&str],
     pid_file: &Path,
-) -> Result<(i32, Io)> {
+) -> Result<(i32, Io), SpawnError> {
     let _ = std::fs::remove_file(pid_file);
     let pid_arg = pid_file.to_string_lossy().into_owned();
     let io = if process.terminal {
@@ -52,13 +84,21 @@ pub fn spawn_process(
         )?;
         io
     };
-    let text = std::fs::read_to_string(pid_file)
-        .with_context(|| format!("cannot read {}", pid_file.display()))?;
-    let pid = text.trim().parse().context("invalid pid file")?;
+    let text = std::fs::read_to_string(pid_file).map_err(|source| SpawnError::ReadPidFile {
+        path: pid_file.to_path_buf(),
+        source,
+    })?;
+    let pid = text
+        .trim()
+        .parse()
+        .map_err(|source| SpawnError::InvalidPidFile {
+            path: pid_file.to_path_buf(),
+            source,
+        })?;
     Ok((pid, io))
 }
 
-fn create_in(inner: &Arc<Inner>, req: &CreateTaskRequest) -> Result<(Container, i32)> {
+fn create_in(inner: &Arc<Inner>, req: &CreateTaskRequest) -> Result<(Container, i32), CreateError> {
     let bundle = PathBuf::from(&req.bundle);
     let mounted = rootfs::mount(&bundle, &req.rootfs)?;
     let process = Arc::new(Process::new(
@@ -82,7 +122,7 @@ fn create_in(inner: &Arc<Inner>, req: &CreateTaskRequest) -> Result<(Container, 
             if mounted {
                 rootfs::unmount(&bundle);
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     *process.io.lock().unwrap_or_else(|e| e.into_inner()) = Some(io);

@@ -1,13 +1,13 @@
 //! `Exec` (record the process) and starting it (`berth-runtime exec --detach`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use containerd_shim::api::{Empty, ExecProcessRequest};
 use containerd_shim::protos::events::task::{TaskExecAdded, TaskExecStarted};
 use containerd_shim::protos::ttrpc::{Code, Result as TtrpcResult};
 
-use super::create::spawn_process;
+use super::create::{spawn_process, SpawnError};
 use super::process::Process;
 use super::service::Inner;
 use super::{internal, not_found, reaper, rpc_error};
@@ -45,15 +45,34 @@ pub fn exec(inner: &Arc<Inner>, req: ExecProcessRequest) -> TtrpcResult<Empty> {
     Ok(Empty::default())
 }
 
-fn start_in(inner: &Arc<Inner>, process: &Arc<Process>) -> Result<i32> {
+/// An exec could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("no container")]
+    NoContainer,
+    #[error("cannot write the process spec {}", path.display())]
+    WriteSpec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+fn start_in(inner: &Arc<Inner>, process: &Arc<Process>) -> Result<i32, ExecError> {
     let bundle = inner
         .container()
         .as_ref()
         .map(|c| c.bundle.clone())
-        .context("no container")?;
+        .ok_or(ExecError::NoContainer)?;
     let spec_path = bundle.join(format!("exec-{}.json", process.exec_id));
-    std::fs::write(&spec_path, process.spec.as_deref().unwrap_or(b"{}"))
-        .context("cannot write the process spec")?;
+    if let Err(source) = std::fs::write(&spec_path, process.spec.as_deref().unwrap_or(b"{}")) {
+        return Err(ExecError::WriteSpec {
+            path: spec_path,
+            source,
+        });
+    }
     let spec_arg = spec_path.to_string_lossy().into_owned();
     let result = spawn_process(
         inner,

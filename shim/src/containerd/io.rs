@@ -8,7 +8,18 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use super::console::ConsoleError;
+
+/// A process's stdio could not be wired up.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    #[error("cannot create a pipe")]
+    Pipe(#[source] nix::errno::Errno),
+    #[error("cannot clone the pty master")]
+    ClonePty(#[source] std::io::Error),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+}
 
 type Writer = Arc<Mutex<Option<File>>>;
 
@@ -31,14 +42,14 @@ pub struct ChildStdio {
     pub stderr: Option<OwnedFd>,
 }
 
-fn pipe() -> Result<(File, File)> {
+fn pipe() -> Result<(File, File), StdioError> {
     let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StdioError::Pipe)?;
     Ok((File::from(read), File::from(write)))
 }
 
 /// Pipes between containerd's FIFOs (empty paths: none) and the container.
-pub fn pipes(stdin: &str, stdout: &str, stderr: &str) -> Result<(Io, ChildStdio)> {
+pub fn pipes(stdin: &str, stdout: &str, stderr: &str) -> Result<(Io, ChildStdio), StdioError> {
     let (tx, done) = channel();
     let mut child = ChildStdio::default();
     let writer: Writer = Arc::new(Mutex::new(None));
@@ -70,18 +81,18 @@ pub fn pipes(stdin: &str, stdout: &str, stderr: &str) -> Result<(Io, ChildStdio)
 }
 
 /// Pump between containerd's FIFOs and a pty master.
-pub fn console(master: File, stdin: &str, stdout: &str) -> Result<Io> {
+pub fn console(master: File, stdin: &str, stdout: &str) -> Result<Io, StdioError> {
     let (tx, done) = channel();
     let writer: Writer = Arc::new(Mutex::new(None));
     if !stdin.is_empty() {
         *writer.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(master.try_clone().context("cannot clone the pty master")?);
+            Some(master.try_clone().map_err(StdioError::ClonePty)?);
         spawn_stdin(stdin.to_string(), writer.clone(), false);
     }
     let mut outputs = 0;
     if !stdout.is_empty() {
         spawn_output(
-            master.try_clone().context("cannot clone the pty master")?,
+            master.try_clone().map_err(StdioError::ClonePty)?,
             stdout.to_string(),
             tx,
         );
@@ -165,7 +176,7 @@ impl Io {
     }
 
     /// Set the pty's window size.
-    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), StdioError> {
         if let Some(master) = &self.console {
             super::console::set_size(master, width, height)?;
         }

@@ -54,11 +54,11 @@ pub fn rpc_error(
     ))
 }
 
-/// An internal error.
-pub fn internal(error: impl std::fmt::Display) -> containerd_shim::protos::ttrpc::Error {
+/// An internal error, with its causes.
+pub fn internal(error: impl std::error::Error) -> containerd_shim::protos::ttrpc::Error {
     rpc_error(
         containerd_shim::protos::ttrpc::Code::INTERNAL,
-        format!("{error:#}"),
+        crate::error_chain(&error),
     )
 }
 

@@ -19,10 +19,14 @@ pub struct Exits {
     watched: HashMap<i32, Arc<Process>>,
 }
 
+/// The exit monitor could not be subscribed to.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch for exits")]
+pub struct WatchError(#[source] containerd_shim::Error);
+
 /// Start the thread that turns exits into [`Process::set_exited`] and TaskExit.
-pub fn start(inner: Arc<Inner>) -> anyhow::Result<()> {
-    let subscription = monitor_subscribe(Topic::Pid)
-        .map_err(|e| anyhow::anyhow!("cannot watch for exits: {e}"))?;
+pub fn start(inner: Arc<Inner>) -> Result<(), WatchError> {
+    let subscription = monitor_subscribe(Topic::Pid).map_err(WatchError)?;
     std::thread::spawn(move || {
         while let Ok(event) = subscription.rx.recv() {
             let Subject::Pid(pid) = event.subject else {

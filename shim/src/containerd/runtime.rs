@@ -6,8 +6,28 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
 use containerd_shim::monitor::{monitor_subscribe, wait_pid, Topic};
+
+/// A berth-runtime command could not be run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot watch for exits")]
+    Watch(#[source] containerd_shim::Error),
+    #[error("cannot run {}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pid out of range")]
+    Pid(#[source] std::num::TryFromIntError),
+    #[error("berth-runtime {command} failed (exit {code}){}{message}", if message.is_empty() { "" } else { ": " })]
+    Failed {
+        command: String,
+        code: i32,
+        message: String,
+    },
+}
 
 /// Where berth-runtime keeps its state for the shim's namespace.
 pub fn state_root(namespace: &str) -> PathBuf {
@@ -52,12 +72,16 @@ pub struct CommandStdio {
 
 /// Run `berth-runtime --root ROOT ARGS`; returns what it printed on stdout, or
 /// an error with its stderr when it fails.
-pub fn run(namespace: &str, args: &[&str]) -> Result<String> {
+pub fn run(namespace: &str, args: &[&str]) -> Result<String, RuntimeError> {
     run_with(namespace, args, CommandStdio::default())
 }
 
 /// [`run`] with the given standard streams.
-pub fn run_with(namespace: &str, args: &[&str], stdio: CommandStdio) -> Result<String> {
+pub fn run_with(
+    namespace: &str,
+    args: &[&str],
+    stdio: CommandStdio,
+) -> Result<String, RuntimeError> {
     let root = state_root(namespace);
     let mut command = Command::new(binary());
     command
@@ -69,11 +93,12 @@ pub fn run_with(namespace: &str, args: &[&str], stdio: CommandStdio) -> Result<S
         .stdin(stdio.stdin.unwrap_or_else(Stdio::null))
         .stdout(stdio.stdout.unwrap_or_else(Stdio::piped))
         .stderr(stdio.stderr.unwrap_or_else(Stdio::piped));
-    let subscription = monitor_subscribe(Topic::Pid).context("cannot watch for exits")?;
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot run {}", binary().display()))?;
-    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    let subscription = monitor_subscribe(Topic::Pid).map_err(RuntimeError::Watch)?;
+    let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
+        binary: binary(),
+        source,
+    })?;
+    let pid = i32::try_from(child.id()).map_err(RuntimeError::Pid)?;
     let err_reader = child.stderr.take().map(|mut stderr| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -98,11 +123,11 @@ pub fn run_with(namespace: &str, args: &[&str], stdio: CommandStdio) -> Result<S
         } else {
             err.trim()
         };
-        bail!(
-            "berth-runtime {} failed (exit {code}){}{message}",
-            args.first().copied().unwrap_or(""),
-            if message.is_empty() { "" } else { ": " }
-        );
+        return Err(RuntimeError::Failed {
+            command: args.first().copied().unwrap_or("").to_string(),
+            code,
+            message: message.to_string(),
+        });
     }
     Ok(out)
 }

@@ -98,7 +98,7 @@ impl containerd_shim::Shim for BerthShim {
             exit: self.exit.clone(),
         });
         if let Err(e) = reaper::start(inner.clone()) {
-            log::error!("{e:#}");
+            log::error!("{}", crate::error_chain(&e));
         }
         Service { inner }
     }
@@ -112,24 +112,53 @@ pub fn serve(flags: &Flags) -> i32 {
     match serve_in(flags) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{RUNTIME_NAME}: {e:#}");
+            eprintln!("{RUNTIME_NAME}: {}", crate::error_chain(&e));
             1
         }
     }
 }
 
-fn serve_in(flags: &Flags) -> anyhow::Result<()> {
-    use anyhow::Context;
+/// The serving shim could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot become a subreaper")]
+    Subreaper(#[source] std::io::Error),
+    #[error("cannot connect to {address}")]
+    Publisher {
+        address: String,
+        #[source]
+        source: containerd_shim::Error,
+    },
+    #[error("cannot create {}", path.display())]
+    SocketDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {path}")]
+    Listen {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the ttrpc server")]
+    Server(#[source] containerd_shim::protos::ttrpc::Error),
+}
+
+fn serve_in(flags: &Flags) -> Result<(), ServeError> {
     use std::os::fd::IntoRawFd;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("cannot become a subreaper");
+        return Err(ServeError::Subreaper(std::io::Error::last_os_error()));
     }
     std::thread::spawn(reap_loop);
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {ttrpc_address}: {e}"))?;
+    let publisher =
+        RemotePublisher::new(&ttrpc_address).map_err(|source| ServeError::Publisher {
+            address: ttrpc_address.clone(),
+            source,
+        })?;
     let mut config = Config::default();
     let mut shim = <BerthShim as containerd_shim::Shim>::new(RUNTIME_NAME, flags, &mut config);
     let service = containerd_shim::Shim::create_task_service(&shim, publisher);
@@ -145,16 +174,22 @@ fn serve_in(flags: &Flags) -> anyhow::Result<()> {
         .unwrap_or(&flags.socket)
         .to_string();
     if let Some(dir) = std::path::Path::new(&path).parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|source| ServeError::SocketDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     let _ = std::fs::remove_file(&path);
-    let listener = std::os::unix::net::UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {path}"))?;
+    let listener = match std::os::unix::net::UnixListener::bind(&path) {
+        Ok(listener) => listener,
+        Err(source) => return Err(ServeError::Listen { path, source }),
+    };
     let mut server = containerd_shim::protos::ttrpc::Server::new()
-        .add_listener(listener.into_raw_fd())?
+        .add_listener(listener.into_raw_fd())
+        .map_err(ServeError::Server)?
         .register_service(v3)
         .register_service(v2);
-    server.start()?;
+    server.start().map_err(ServeError::Server)?;
     // The start command copies our stdout until it closes: point it at stderr.
     // SAFETY: dup2 on the process's own standard descriptors.
     unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
