@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, getpid, ForkResult, Pid};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::cgroups::Cgroup;
 use crate::channel;
 use crate::child::{self, ChildError};
 use crate::create::{SpawnError, Spawned};
 use crate::namespaces;
+use crate::seccomp::Program;
 use crate::stdio::Stdio;
 use crate::syscall::LinuxSyscall;
 
@@ -28,6 +29,9 @@ pub struct ExecSetup {
     pub cgroups_path: Option<String>,
     /// The process's standard streams.
     pub stdio: Stdio,
+    /// The container's `linux.seccomp`, applied to this process too (as runc does):
+    /// before capabilities are dropped, or just before execve with noNewPrivileges.
+    pub seccomp: Option<LinuxSeccomp>,
 }
 
 /// Namespaces joined, in order (mount last so the others' paths still resolve).
@@ -68,13 +72,24 @@ pub fn spawn_exec(setup: ExecSetup) -> Result<Spawned, SpawnError> {
         })?),
         None => None,
     };
+    let seccomp = setup
+        .seccomp
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()
+        .map_err(SpawnError::Seccomp)?;
     let namespaces = namespaces_of(setup.container_pid);
     let (report_r, report_w) = channel::pipe().map_err(SpawnError::Pipe)?;
     // SAFETY: the caller is single-threaded, so the child's copy of memory is
     // consistent; the child leaves through execve or _exit.
     match unsafe { fork() }.map_err(SpawnError::Clone)? {
         ForkResult::Child => {
-            let result = intermediate(&setup, cgroup.as_ref(), &namespaces, &report_w);
+            let joined = Joined {
+                cgroup: cgroup.as_ref(),
+                namespaces: &namespaces,
+                seccomp: seccomp.as_ref(),
+            };
+            let result = intermediate(&setup, joined, &report_w);
             let Err(e) = result;
             child::fail(report_w.as_fd(), &e)
         }
@@ -97,17 +112,24 @@ pub fn spawn_exec(setup: ExecSetup) -> Result<Spawned, SpawnError> {
     }
 }
 
+/// What the exec'd process takes from its container, prepared before forking.
+#[derive(Debug, Clone, Copy)]
+struct Joined<'a> {
+    cgroup: Option<&'a Cgroup>,
+    namespaces: &'a [(CloneFlags, PathBuf)],
+    seccomp: Option<&'a Program>,
+}
+
 /// Join the cgroup and namespaces, fork the command and supervise it.
 fn intermediate(
     setup: &ExecSetup,
-    cgroup: Option<&Cgroup>,
-    namespaces: &[(CloneFlags, PathBuf)],
+    joined: Joined<'_>,
     report: &OwnedFd,
 ) -> Result<std::convert::Infallible, ChildError> {
-    if let Some(cgroup) = cgroup {
+    if let Some(cgroup) = joined.cgroup {
         cgroup.add_process(getpid()).map_err(ChildError::Cgroup)?;
     }
-    namespaces::join(namespaces)?;
+    namespaces::join(joined.namespaces)?;
     let mut fds = setup.stdio.raw_fds();
     fds.push(report.as_raw_fd());
     // The joined pid namespace applies to children: fork the command.
@@ -115,7 +137,7 @@ fn intermediate(
     let target = child::Target {
         process: &setup.process,
         stdio: &setup.stdio,
-        seccomp: None,
+        seccomp: joined.seccomp,
     };
     child::run_process(&LinuxSyscall, target, None)
 }

@@ -216,6 +216,7 @@ fn containers_as_root() {
         process: process.clone(),
         cgroups_path: Some(cgroups_path.clone()),
         stdio: exec_stdio,
+        seccomp: None,
     })
     .expect("exec");
     let (text, code) = finish(exec.pid, exec_out);
@@ -229,6 +230,7 @@ fn containers_as_root() {
         process,
         cgroups_path: None,
         stdio: Stdio::Inherit,
+        seccomp: None,
     })
     .expect_err("exec of a missing command");
     assert_eq!(err.exit_code(), 127);

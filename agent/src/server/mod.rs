@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 pub use helper::HelperError;
 pub use layers::LayerError;
@@ -105,6 +105,8 @@ struct Exit {
 enum Kind {
     Container {
         cgroups_path: Option<String>,
+        /// The spec's `linux.seccomp`, which exec'd processes get too.
+        seccomp: Option<LinuxSeccomp>,
         terminal: bool,
         interactive: bool,
     },
@@ -449,6 +451,7 @@ impl Server {
             linux.set_cgroups_path(Some(PathBuf::from(&cgroups_path)));
         }
         let cgroups_path = spec.linux().as_ref().map(|_| cgroups_path);
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let hooks = spec.hooks().clone().map(|hooks| {
             Box::new(SpawnHooks {
                 hooks,
@@ -460,6 +463,7 @@ impl Server {
             Entry {
                 kind: Kind::Container {
                     cgroups_path,
+                    seccomp,
                     terminal,
                     interactive,
                 },
@@ -520,6 +524,7 @@ impl Server {
             cgroups_path,
             terminal,
             interactive,
+            ..
         } = &entry.kind
         else {
             return Err(format!("{id} is an exec process, not a container").into());
@@ -582,7 +587,12 @@ impl Server {
     ) -> Reply {
         validate_id(&exec_id)?;
         let container = self.entry(container_id)?;
-        let Kind::Container { cgroups_path, .. } = &container.kind else {
+        let Kind::Container {
+            cgroups_path,
+            seccomp,
+            ..
+        } = &container.kind
+        else {
             return Err(format!("{container_id} is an exec process, not a container").into());
         };
         let container_pid = match &*lock(&container.state) {
@@ -599,12 +609,14 @@ impl Server {
         )?;
         let attached = self.take_attached(&exec_id, terminal, interactive);
         let cgroups_path = cgroups_path.clone();
+        let seccomp = seccomp.clone();
         let started = self.launch(attached, terminal, interactive, move |stdio| {
             spawn_exec(ExecSetup {
                 container_pid,
                 process,
                 cgroups_path,
                 stdio,
+                seccomp,
             })
         });
         match started {

@@ -259,6 +259,7 @@ fn cgroup_requests_need_a_started_container() {
             Entry {
                 kind: Kind::Container {
                     cgroups_path: Some("/berth/c".into()),
+                    seccomp: None,
                     terminal: false,
                     interactive: false,
                 },

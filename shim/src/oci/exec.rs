@@ -138,11 +138,18 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32, ExecError> {
         (true, None) => return Err(ExecError::NoConsoleSocket),
         (false, _) => Stdio::Inherit,
     };
+    // runc gives exec'd processes the container's seccomp filter too.
+    let seccomp = record
+        .spec(global)?
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone());
     let spawned = spawn_exec(ExecSetup {
         container_pid: Pid::from_raw(record.pid),
         process,
         cgroups_path: Some(record.cgroups_path.clone()),
         stdio,
+        seccomp,
     })
     .map_err(ExecError::Spawn)?;
     if let Some(pid_file) = &args.pid_file {

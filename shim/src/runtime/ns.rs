@@ -42,6 +42,11 @@ impl Runtime for NamespaceRuntime {
     fn exec(&self, launch: ExecLaunch<'_>) -> Result<Box<dyn ContainerProcess>, RuntimeError> {
         let stack = stack_top_first(&launch.dir.join("upper"), &launch.layers);
         let user = resolve_in_layers(&launch.user, &stack)?;
+        // The container's seccomp filter applies to exec'd processes too, as in runc.
+        let seccomp = spec::build(launch.record, &user)?
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().clone());
         let mut env = launch.env;
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!("HOME={}", user.home));
@@ -71,6 +76,7 @@ impl Runtime for NamespaceRuntime {
             process: process.build().map_err(spec::SpecError)?,
             cgroups_path: Some(launch.record.cgroups_path()),
             stdio: launch.stdio,
+            seccomp,
         };
         Ok(Box::new(ChildProcess(berth_agent::spawn_exec(setup)?.pid)))
     }
