@@ -139,6 +139,7 @@ fn create(agent: &mut Agent, id: &str, spec: Spec, layers: &[String], terminal: 
         },
         terminal,
         interactive: false,
+        hook_state: None,
     });
     assert_eq!(body, ResponseBody::Created, "create {id}");
 }

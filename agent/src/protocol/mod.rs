@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 mod tests;
 
 /// The protocol version both sides must agree on (2 added pause/resume, process
-/// listing, resource updates and stats limits).
+/// listing, resource updates, stats limits and the set-up hooks' state).
 pub const PROTOCOL_VERSION: u32 = 2;
 /// The vsock port of control connections.
 pub const CONTROL_PORT: u32 = 1024;
@@ -71,6 +71,14 @@ pub enum RequestBody {
         terminal: bool,
         /// Keep stdin open.
         interactive: bool,
+        /// The runtime-spec state (status `created`) the spec's set-up hooks
+        /// read on stdin; the agent sets its `pid` to the guest pid. The hooks
+        /// the spec holds run in the guest when the container starts
+        /// (createContainer in the container's namespaces before pivot_root,
+        /// startContainer in the container just before the process execs).
+        /// Without it the agent builds one from the spec.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook_state: Option<serde_json::Value>,
     },
     /// Start a created container → [`ResponseBody::Started`].
     StartContainer {

@@ -50,6 +50,7 @@ fn all_requests() -> Vec<RequestBody> {
             },
             terminal: true,
             interactive: false,
+            hook_state: None,
         },
         RequestBody::CreateContainer {
             id: "c2".into(),
@@ -62,6 +63,7 @@ fn all_requests() -> Vec<RequestBody> {
             },
             terminal: false,
             interactive: true,
+            hook_state: Some(serde_json::json!({"id": "c2", "status": "created", "pid": 0})),
         },
         RequestBody::StartContainer { id: "c1".into() },
         RequestBody::Exec {
@@ -236,6 +238,22 @@ fn optional_fields_may_be_left_out() {
             pids_limit: None,
         }
     );
+    // A create without hook state does not send the field at all.
+    let create = RequestBody::CreateContainer {
+        id: "c".into(),
+        spec: oci_spec::runtime::Spec::default(),
+        rootfs: GuestRootfs {
+            layers: vec![],
+            upper: Upper::Tmpfs { size_bytes: None },
+        },
+        terminal: false,
+        interactive: false,
+        hook_state: None,
+    };
+    let json = serde_json::to_value(&create).expect("json");
+    assert!(json.get("hook_state").is_none(), "{json}");
+    let back: RequestBody = serde_json::from_value(json).expect("parse");
+    assert_eq!(back, create);
     // A process without user or tty.
     let info: ProcessInfo = serde_json::from_str(
         r#"{"pid":5,"ppid":1,"uid":0,"start_time":9,"cpu_time_ms":0,"cmd":"sh"}"#,

@@ -294,7 +294,8 @@ impl Server {
                 rootfs,
                 terminal,
                 interactive,
-            } => self.create(id, spec, &rootfs, terminal, interactive),
+                hook_state,
+            } => self.create(id, spec, &rootfs, terminal, interactive, hook_state),
             RequestBody::StartContainer { id } => self.start(&id),
             RequestBody::Exec {
                 container_id,
@@ -317,8 +318,26 @@ impl Server {
                 let signal = Signal::try_from(signal)
                     .map_err(|_| Failure::from(format!("invalid signal number {signal}")))?;
                 let pid = self.running_pid(&id)?;
-                kill(pid, signal)
-                    .map_err(|e| format!("failed to send {signal} to {id} (pid {pid}): {e}"))?;
+                let is_exec = matches!(self.entry(&id)?.kind, Kind::Exec);
+                // An exec process runs under a supervisor that forwards signals; SIGKILL
+                // cannot be forwarded, so it goes to the supervised process itself (the
+                // supervisor then exits with its status).
+                let targets = match (is_exec, signal) {
+                    (true, Signal::SIGKILL) => {
+                        let children = resources::ProcTable::system().children(pid.as_raw());
+                        if children.is_empty() {
+                            vec![pid]
+                        } else {
+                            children.into_iter().map(Pid::from_raw).collect()
+                        }
+                    }
+                    _ => vec![pid],
+                };
+                for target in targets {
+                    kill(target, signal).map_err(|e| {
+                        format!("failed to send {signal} to {id} (pid {target}): {e}")
+                    })?;
+                }
                 Ok(ResponseBody::Ok)
             }
             RequestBody::ResizeTty { id, rows, cols } => {
@@ -429,6 +448,7 @@ impl Server {
         rootfs: &GuestRootfs,
         terminal: bool,
         interactive: bool,
+        hook_state: Option<serde_json::Value>,
     ) -> Reply {
         validate_id(&id)?;
         if spec
@@ -455,7 +475,7 @@ impl Server {
         let hooks = spec.hooks().clone().map(|hooks| {
             Box::new(SpawnHooks {
                 hooks,
-                state: hook_state(&id, &spec),
+                state: hook_state.unwrap_or_else(|| default_hook_state(&id, &spec)),
             })
         });
         let entry = self.insert(
@@ -843,8 +863,9 @@ fn wire(attached: Attached, terminal: bool, interactive: bool) -> std::io::Resul
     })
 }
 
-/// The runtime-spec state the set-up hooks read (the pid is filled in at start).
-fn hook_state(id: &str, spec: &Spec) -> serde_json::Value {
+/// The runtime-spec state the set-up hooks read when the host sent none (the
+/// pid is filled in at start).
+fn default_hook_state(id: &str, spec: &Spec) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": spec.version(),
         "id": id,

@@ -288,6 +288,28 @@ impl ProcTable {
         }
     }
 
+    /// The pids whose parent is `pid`.
+    pub(super) fn children(&self, pid: i32) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut children: Vec<i32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|child| {
+                std::fs::read_to_string(self.root.join(child.to_string()).join("stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = stat.get(stat.rfind(')')? + 1..)?.to_owned();
+                        rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                    })
+                    == Some(pid)
+            })
+            .collect();
+        children.sort_unstable();
+        children
+    }
+
     /// What `ps -ef` shows of `pid`; `None` once it is gone.
     pub(super) fn process(&self, pid: i32) -> Option<ProcessInfo> {
         let dir = self.root.join(pid.to_string());

@@ -189,6 +189,20 @@ fn the_real_proc_describes_this_process() {
 }
 
 #[test]
+fn children_are_found_by_parent_pid() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let me = std::process::id() as i32;
+    let children = ProcTable::system().children(me);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(children.contains(&(child.id() as i32)), "{children:?}");
+    assert!(ProcTable::system().children(child.id() as i32).is_empty());
+}
+
+#[test]
 fn tty_names() {
     assert_eq!(tty_name(0), None);
     assert_eq!(tty_name(136 << 8).as_deref(), Some("pts/0"));

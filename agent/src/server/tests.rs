@@ -156,6 +156,7 @@ fn unknown_ids_and_bad_requests_are_errors() {
             rootfs: rootfs.clone(),
             terminal: false,
             interactive: false,
+            hook_state: None,
         },
     ));
     assert!(message.contains("invalid id"), "{message}");
@@ -168,6 +169,7 @@ fn unknown_ids_and_bad_requests_are_errors() {
             rootfs: rootfs.clone(),
             terminal: false,
             interactive: false,
+            hook_state: None,
         },
     ));
     assert!(message.contains("process.args"), "{message}");
@@ -183,6 +185,7 @@ fn unknown_ids_and_bad_requests_are_errors() {
             rootfs,
             terminal: false,
             interactive: false,
+            hook_state: None,
         },
     ));
     assert!(message.contains("no layers"), "{message}");
@@ -288,7 +291,7 @@ fn hook_state_names_the_container() {
     let mut annotations = HashMap::new();
     annotations.insert("a".to_owned(), "b".to_owned());
     spec.set_annotations(Some(annotations));
-    let state = hook_state("c1", &spec);
+    let state = default_hook_state("c1", &spec);
     assert_eq!(state["id"], "c1");
     assert_eq!(state["status"], "created");
     assert_eq!(state["annotations"]["a"], "b");

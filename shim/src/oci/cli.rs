@@ -88,6 +88,10 @@ pub struct VmRelayArgs {
     /// Relay stdin too.
     #[arg(long)]
     pub interactive: bool,
+    /// Run and relay this exec process (its process.json is in the state dir)
+    /// instead of relaying the container's.
+    #[arg(long)]
+    pub exec: Option<String>,
     /// The container id.
     pub id: String,
 }

@@ -268,13 +268,10 @@ fn create_in(
         if let Some(pid_file) = &args.pid_file {
             write_pid_file(pid_file, record.pid)?;
         }
-        // In vm mode the set-up hooks run on the host once the container was created.
+        // In vm mode prestart and createRuntime run on the host once the container
+        // was created; createContainer and startContainer run in the guest at start.
         let state = record.state_json(Status::Created);
-        for point in [
-            Point::Prestart,
-            Point::CreateRuntime,
-            Point::CreateContainer,
-        ] {
+        for point in [Point::Prestart, Point::CreateRuntime] {
             if let Err(e) = hooks::run(&spec, point, &state) {
                 super::vm::delete(global, &record);
                 return Err(e.into());

@@ -1,4 +1,5 @@
-//! `events`: resource usage from the container's cgroup, as runc's stats events.
+//! `events`: resource usage from the container's cgroup, as runc's stats events
+//! (in vm mode, from the guest agent).
 
 use std::path::Path;
 use std::time::Duration;
@@ -69,6 +70,24 @@ pub fn stats(record: &Record) -> Result<serde_json::Value, RecordError> {
     }))
 }
 
+/// One stats event of a vm container, from the guest (unlimited is `u64::MAX`,
+/// as `max` is read in [`stats`]).
+pub fn vm_stats(global: &Global, record: &Record) -> Result<serde_json::Value, CommandError> {
+    let usage = super::vm::usage(global, record)?;
+    Ok(serde_json::json!({
+        "type": "stats",
+        "id": record.id,
+        "data": {
+            "cpu": {"usage": {"total": usage.cpu_usage_ns}},
+            "memory": {"usage": {
+                "usage": usage.memory_bytes,
+                "limit": usage.memory_limit_bytes.unwrap_or(u64::MAX),
+            }},
+            "pids": {"current": usage.pids, "limit": usage.pids_limit.unwrap_or(u64::MAX)},
+        }
+    }))
+}
+
 /// `berth-runtime events`.
 pub fn events(global: &Global, args: &EventsArgs) -> Result<(), CommandError> {
     let record = Record::load(global, &args.id)?;
@@ -76,7 +95,11 @@ pub fn events(global: &Global, args: &EventsArgs) -> Result<(), CommandError> {
         return Err(CommandError::NotRunning(args.id.clone()));
     }
     loop {
-        println!("{}", stats(&record)?);
+        let event = match record.vm {
+            Some(_) => vm_stats(global, &record)?,
+            None => stats(&record)?,
+        };
+        println!("{event}");
         if args.stats {
             return Ok(());
         }

@@ -47,8 +47,6 @@ pub enum ExecError {
     },
     #[error("cannot exec in a container that is not running")]
     NotRunning,
-    #[error("exec --detach/--pid-file in a vm-mode container is not supported yet")]
-    VmDetach,
     #[error(transparent)]
     Vm(#[from] VmModeError),
     #[error("cannot connect to console socket {}", path.display())]
@@ -120,10 +118,7 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32, ExecError> {
     }
     let process = build_process(&record, global, args)?;
     if record.vm.is_some() {
-        if args.detach || args.pid_file.is_some() {
-            return Err(ExecError::VmDetach);
-        }
-        return Ok(super::vm::exec(global, &record, process)?);
+        return Ok(super::vm::exec(global, &record, process, args)?);
     }
     let terminal = process.terminal().unwrap_or(false);
     let stdio = match (terminal, &args.console_socket) {

@@ -81,6 +81,8 @@ pub enum CommandError {
     Apply(#[source] berth_agent::cgroups::CgroupError),
     #[error("cannot encode the output as JSON")]
     Output(#[source] serde_json::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::VmModeError),
 }
 
 /// Parse the command line, run the command and return the process's exit code.
@@ -132,14 +134,7 @@ fn dispatch(global: &Global, command: Command) -> Result<i32, Error> {
         Command::Spec(args) => spec::spec(&args)?,
         Command::Events(args) => events::events(global, &args)?,
         Command::Update(args) => update::update(global, &args)?,
-        Command::VmRelay(args) => {
-            return Ok(vm::relay(
-                global,
-                &args.id,
-                args.console_socket,
-                args.interactive,
-            )?)
-        }
+        Command::VmRelay(args) => return Ok(vm::relay(global, args)?),
     }
     Ok(0)
 }

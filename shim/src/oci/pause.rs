@@ -1,4 +1,5 @@
-//! `pause` and `resume`: the cgroup freezer (v1 freezer.state, v2 cgroup.freeze).
+//! `pause` and `resume`: the cgroup freezer (v1 freezer.state, v2 cgroup.freeze);
+//! in vm mode the guest agent freezes the container's cgroup in the guest.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ pub enum FreezeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Vm(#[from] super::vm::VmModeError),
 }
 
 fn set_frozen(global: &Global, id: &str, frozen: bool) -> Result<(), FreezeError> {
@@ -31,6 +34,9 @@ fn set_frozen(global: &Global, id: &str, frozen: bool) -> Result<(), FreezeError
         (true, Status::Running) | (false, Status::Paused) => {}
         (true, _) => return Err(FreezeError::NotRunning(id.to_owned())),
         (false, _) => return Err(FreezeError::NotPaused(id.to_owned())),
+    }
+    if record.vm.is_some() {
+        return Ok(super::vm::set_frozen(global, &record, frozen)?);
     }
     let cgroup = record.cgroup()?;
     let Some(file) = container::freezer_file(&cgroup) else {

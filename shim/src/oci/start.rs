@@ -51,15 +51,11 @@ pub fn start_record(global: &Global, record: &Record) -> Result<(), StartError> 
         Status::Running | Status::Paused => return Err(StartError::AlreadyRunning),
     }
     let spec = record.spec(global)?;
+    // startContainer hooks run in the container: before the FIFO is answered, or
+    // in the guest (with createContainer) when the VM starts the container.
     if record.vm.is_some() {
-        hooks::run(
-            &spec,
-            Point::StartContainer,
-            &record.state_json(Status::Created),
-        )?;
         super::vm::start(global, record)?;
     } else {
-        // startContainer hooks run in the container, before the FIFO is answered.
         release(global, record)?;
     }
     if let Err(e) = hooks::run(&spec, Point::Poststart, &record.state_json(Status::Running)) {

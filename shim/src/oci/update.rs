@@ -1,4 +1,5 @@
-//! `update`: change memory, cpu quota and pids limits of a container's cgroup.
+//! `update`: change memory, cpu quota and pids limits of a container's cgroup (in
+//! vm mode, the container's cgroup in the guest).
 
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources};
 
@@ -28,6 +29,9 @@ pub fn update(global: &Global, args: &UpdateArgs) -> Result<(), CommandError> {
     if let Some(limit) = args.pids_limit {
         let pids = LinuxPidsBuilder::default().limit(limit).build();
         resources.set_pids(Some(pids.map_err(CommandError::Limits)?));
+    }
+    if record.vm.is_some() {
+        return Ok(super::vm::update(global, &record, resources)?);
     }
     record
         .cgroup()?

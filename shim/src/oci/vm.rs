@@ -8,9 +8,19 @@
 //! the vsock socket in `ROOT/ID`), sends CreateContainer, and leaves a detached relay
 //! (`berth-runtime vm-relay`, its own session) that pumps the caller's fds 0/1/2 (or
 //! a pty sent to `--console-socket`) to the guest's stdio connections and Waits for
-//! the container; it writes `ROOT/ID/exit.json` when the container exits. `start`
-//! sends StartContainer and marks `ROOT/ID/vm-started`; `kill` sends Signal;
-//! `delete` sends Shutdown and stops the VMM, the daemon and the relay.
+//! the container; it writes `ROOT/ID/exit.json` when the container exits and exits
+//! with the container's exit code. `start` sends StartContainer and marks
+//! `ROOT/ID/vm-started`; `kill` sends Signal; `delete` sends Shutdown and stops the
+//! VMM, the daemon and the relay.
+//!
+//! The VM is sized from `linux.resources` at create (see
+//! [`crate::runtime::vm::sizing`]). The spec's createContainer and startContainer
+//! hooks run in the guest, in the container's namespaces, when the container starts
+//! (before pivot_root the container's root filesystem is at `/run/berth/ID/rootfs`
+//! in the guest); the other hooks run on the host. `exec` is proxied by a host
+//! process (see [`exec`](self::exec)); `pause`/`resume` freeze the container's
+//! cgroup in the guest (`ROOT/ID/vm-paused` marks it for `state`); `ps`, `update`
+//! and `events` ask the guest agent.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -20,18 +30,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_agent::protocol::{GuestRootfs, RequestBody, ResponseBody, StdioStream, Upper};
+use berth_agent::protocol::{
+    GuestRootfs, ProcessInfo, RequestBody, ResponseBody, StdioStream, Upper,
+};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Hooks, Spec};
 use serde::{Deserialize, Serialize};
 
-use super::cli::{CreateArgs, Global};
+use super::cli::{CreateArgs, ExecArgs, Global, VmRelayArgs};
 use super::container::{self, Record, Status};
 use super::create::RUNTIME_ANNOTATION;
 use crate::container::process_start_time;
 use crate::runtime::vm::client::{self, Agent, ClientError};
 use crate::runtime::vm::{self, hypervisor, Accel, VmError, VmInfo};
+
+mod exec;
 
 /// A vm-mode container could not be created, reached or relayed.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +88,8 @@ pub enum VmModeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("exec with a terminal in a vm-mode container is not supported yet")]
-    ExecTerminal,
-    #[error("the guest agent answered {0} to Wait")]
-    WaitAnswer(String),
+    #[error(transparent)]
+    Exec(#[from] exec::VmExecError),
     #[error("cannot duplicate fd {fd}")]
     Dup {
         fd: i32,
@@ -96,6 +108,9 @@ pub const STARTED: &str = "vm-started";
 pub const EXIT: &str = "exit.json";
 /// Written by the relay once its stdio connections are open.
 const READY: &str = "relay.ready";
+/// Present while the container is paused (the guest's freezer is the truth;
+/// this spares `state` a round trip to the agent).
+pub const PAUSED: &str = "vm-paused";
 
 /// The relay process, recorded in the container's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,11 +136,20 @@ pub fn wanted(global: &Global, spec: &Spec) -> bool {
     annotated || global.runtime_mode.as_deref() == Some("vm")
 }
 
-/// The spec as the guest agent gets it: no host bind mounts, no hooks, no
-/// namespace paths (they name host namespaces).
+/// The spec as the guest agent gets it: no host bind mounts, no namespace paths
+/// (they name host namespaces), and of the hooks only createContainer and
+/// startContainer, which run in the container's namespaces, so in the guest;
+/// the others run on the host.
 pub fn guest_spec(spec: &Spec) -> Spec {
     let mut spec = spec.clone();
-    spec.set_hooks(None);
+    let guest_hooks = spec.hooks().as_ref().and_then(|hooks| {
+        let mut kept = Hooks::default();
+        kept.set_create_container(hooks.create_container().clone());
+        kept.set_start_container(hooks.start_container().clone());
+        let some = |h: &Option<Vec<_>>| h.as_ref().is_some_and(|v| !v.is_empty());
+        (some(kept.create_container()) || some(kept.start_container())).then_some(kept)
+    });
+    spec.set_hooks(guest_hooks);
     if let Some(mounts) = spec.mounts().clone() {
         let kept = mounts
             .into_iter()
@@ -174,14 +198,18 @@ pub fn create(
     let (name, accel) = vm::choose(&global.root, None, None)?;
     let accel = Accel::parse(&accel)?;
     let hv = hypervisor::by_name(&name)?;
+    let size = vm::sizing::for_resources(
+        spec.linux().as_ref().and_then(|l| l.resources().as_ref()),
+        vm::sizing::HostLimits::of_this_machine(),
+    );
     let launched = hv
         .launch(&hypervisor::VmConfig {
             dir,
             kernel: &kernel,
             initramfs: &initramfs,
             cmdline: vm::CMDLINE.to_string(),
-            memory_mib: vm::DEFAULT_MEMORY_MIB,
-            vcpus: 1,
+            memory_mib: size.memory_mib,
+            vcpus: size.vcpus,
             disks: &disks,
             scratch: None,
             accel,
@@ -199,8 +227,8 @@ pub fn create(
             .iter()
             .map(|c| (c.id() as i32, process_start_time(c.id() as i32)))
             .collect(),
-        memory_mib: vm::DEFAULT_MEMORY_MIB,
-        vcpus: 1,
+        memory_mib: size.memory_mib,
+        vcpus: size.vcpus,
         disks: disks.clone(),
     };
     info.save(dir).map_err(|source| VmModeError::Write {
@@ -230,6 +258,7 @@ pub fn create(
         },
         terminal,
         interactive,
+        hook_state: Some(record.state_json(Status::Created)),
     })?;
     vm::expect(body, "Created", |b| matches!(b, ResponseBody::Created))?;
 
@@ -323,6 +352,9 @@ pub fn status(global: &Global, record: &Record) -> Status {
     if !dir.join(STARTED).exists() {
         return Status::Created;
     }
+    if dir.join(PAUSED).exists() {
+        return Status::Paused;
+    }
     Status::Running
 }
 
@@ -363,6 +395,97 @@ pub fn kill(global: &Global, record: &Record, signal: Signal) -> Result<(), VmMo
     Ok(vm::expect(body, "Ok", |b| matches!(b, ResponseBody::Ok))?)
 }
 
+/// `pause` (`frozen`) or `resume` for a vm container: the guest freezes or thaws
+/// the container's cgroup.
+pub fn set_frozen(global: &Global, record: &Record, frozen: bool) -> Result<(), VmModeError> {
+    let body = if frozen {
+        RequestBody::Pause {
+            id: record.id.clone(),
+        }
+    } else {
+        RequestBody::Resume {
+            id: record.id.clone(),
+        }
+    };
+    agent(global, record)?.call_ok(body)?;
+    let marker = container::dir(global, &record.id).join(PAUSED);
+    if frozen {
+        write(marker, b"")
+    } else {
+        match std::fs::remove_file(&marker) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(VmModeError::Write {
+                path: marker,
+                source,
+            }),
+        }
+    }
+}
+
+/// The container's processes, as the guest sees them.
+pub fn processes(global: &Global, record: &Record) -> Result<Vec<ProcessInfo>, VmModeError> {
+    let body = agent(global, record)?.call(RequestBody::ListProcesses {
+        id: record.id.clone(),
+    })?;
+    match body {
+        ResponseBody::Processes { processes } => Ok(processes),
+        other => Err(ClientError::Unexpected(format!("{other:?}")).into()),
+    }
+}
+
+/// `update` for a vm container: the guest applies the limits to the container's cgroup.
+pub fn update(
+    global: &Global,
+    record: &Record,
+    resources: oci_spec::runtime::LinuxResources,
+) -> Result<(), VmModeError> {
+    Ok(
+        agent(global, record)?.call_ok(RequestBody::UpdateResources {
+            id: record.id.clone(),
+            resources,
+        })?,
+    )
+}
+
+/// Resource usage of a vm container, from the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+    /// The memory limit; `None` when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    /// Processes.
+    pub pids: u64,
+    /// The process limit; `None` when unlimited.
+    pub pids_limit: Option<u64>,
+    /// CPU time used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+}
+
+/// `events --stats` for a vm container.
+pub fn usage(global: &Global, record: &Record) -> Result<Usage, VmModeError> {
+    let body = agent(global, record)?.call(RequestBody::Stats {
+        id: record.id.clone(),
+    })?;
+    match body {
+        ResponseBody::Stats {
+            memory_bytes,
+            pids,
+            cpu_usage_ns,
+            memory_limit_bytes,
+            pids_limit,
+        } => Ok(Usage {
+            memory_bytes,
+            memory_limit_bytes,
+            pids,
+            pids_limit,
+            cpu_usage_ns,
+        }),
+        other => Err(ClientError::Unexpected(format!("{other:?}")).into()),
+    }
+}
+
 /// `delete` for a vm container: Shutdown, then the VMM, the daemon and the relay go.
 pub fn delete(global: &Global, record: &Record) {
     stop_vm(&container::dir(global, &record.id), record.vm.as_ref());
@@ -377,13 +500,19 @@ pub fn wait(global: &Global, record: &Record) -> i32 {
 }
 
 /// `berth-runtime vm-relay`: the detached process that pumps stdio for the
-/// container's lifetime and records its exit.
-pub fn relay(
-    global: &Global,
-    id: &str,
-    console: Option<PathBuf>,
-    interactive: bool,
-) -> Result<i32, VmModeError> {
+/// container's lifetime (or an exec process's, with `--exec`) and records its
+/// exit; it exits with the process's exit code.
+pub fn relay(global: &Global, args: VmRelayArgs) -> Result<i32, VmModeError> {
+    if let Some(exec_id) = &args.exec {
+        return Ok(exec::relay(global, &args, exec_id)?);
+    }
+    let VmRelayArgs {
+        id,
+        console_socket: console,
+        interactive,
+        ..
+    } = args;
+    let id = id.as_str();
     let dir = container::dir(global, id);
     let mut outputs = Vec::new();
     match console {
@@ -421,7 +550,7 @@ pub fn relay(
     write(tmp.clone(), &json)?;
     let path = dir.join(EXIT);
     std::fs::rename(tmp, &path).map_err(|source| VmModeError::Write { path, source })?;
-    Ok(0)
+    Ok(exit_code)
 }
 
 /// Connect process `id`'s stdio streams to fds 0/1/2; the output threads end when
@@ -450,43 +579,14 @@ fn pump_fds(
     Ok(outputs)
 }
 
-/// `exec` in a vm container, in the foreground (no terminal): its exit code.
+/// `exec` in a vm container (see [`exec`](self::exec) for the design); the exit code.
 pub fn exec(
     global: &Global,
     record: &Record,
     process: oci_spec::runtime::Process,
+    args: &ExecArgs,
 ) -> Result<i32, VmModeError> {
-    if process.terminal().unwrap_or(false) {
-        return Err(VmModeError::ExecTerminal);
-    }
-    let dir = container::dir(global, &record.id);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let exec_id = format!("exec-{}-{nanos}", std::process::id());
-    let interactive = !is_dev_null(0);
-    let outputs = pump_fds(&dir, &exec_id, interactive)?;
-    let body = agent(global, record)?.call(RequestBody::Exec {
-        container_id: record.id.clone(),
-        exec_id: exec_id.clone(),
-        process,
-        terminal: false,
-        interactive,
-    })?;
-    vm::expect(body, "Started", |b| {
-        matches!(b, ResponseBody::Started { .. })
-    })?;
-    let mut waiter = agent(global, record)?;
-    waiter.set_timeout(None).map_err(VmModeError::Timeout)?;
-    let code = match waiter.call(RequestBody::Wait { id: exec_id })? {
-        ResponseBody::Exited { exit_code, .. } => exit_code,
-        other => return Err(VmModeError::WaitAnswer(format!("{other:?}"))),
-    };
-    for thread in outputs {
-        let _ = thread.join();
-    }
-    Ok(code)
+    Ok(exec::exec(global, record, process, args)?)
 }
 
 fn dup(fd: i32) -> Result<OwnedFd, VmModeError> {

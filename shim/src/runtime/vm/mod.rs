@@ -426,6 +426,7 @@ impl VmRuntime {
                 rootfs,
                 terminal: record.process.tty,
                 interactive: record.process.interactive,
+                hook_state: None,
             })?,
             "Created",
             |b| matches!(b, ResponseBody::Created),

@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -28,6 +29,11 @@ use super::VmError;
 /// Spawns a thread with every signal blocked, so that signals sent to berth keep going to the
 /// monitor's signalfd instead of killing the process through a helper thread.
 pub fn spawn_quiet<F: FnOnce() + Send + 'static>(f: F) -> io::Result<()> {
+    spawn_quiet_joinable(f).map(drop)
+}
+
+/// [`spawn_quiet`], keeping the thread's handle.
+pub fn spawn_quiet_joinable<F: FnOnce() + Send + 'static>(f: F) -> io::Result<JoinHandle<()>> {
     let mut old = SigSet::empty();
     nix::sys::signal::pthread_sigmask(
         SigmaskHow::SIG_SETMASK,
@@ -37,7 +43,7 @@ pub fn spawn_quiet<F: FnOnce() + Send + 'static>(f: F) -> io::Result<()> {
     .map_err(io::Error::from)?;
     let spawned = std::thread::Builder::new().spawn(f);
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    spawned.map(|_| ())
+    spawned
 }
 
 /// Wakes the monitor's supervision loop (which waits on a signalfd that includes SIGCHLD).
@@ -48,12 +54,15 @@ pub fn nudge() {
 /// The streams of one process, being pumped; `started` lets the tty thread send resizes.
 pub struct Attached {
     pub started: Arc<AtomicBool>,
+    /// The threads carrying output to the host; they end once the guest closed its side.
+    pub outputs: Vec<JoinHandle<()>>,
 }
 
 /// Opens the stdio connections for process `id` and starts pumping. Must run before the
 /// process is started, so that no output is lost.
 pub fn attach(dir: &Path, id: &str, stdio: Stdio, interactive: bool) -> Result<Attached, VmError> {
     let started = Arc::new(AtomicBool::new(false));
+    let mut outputs = Vec::new();
     match stdio {
         Stdio::Fds {
             stdin,
@@ -67,8 +76,8 @@ pub fn attach(dir: &Path, id: &str, stdio: Stdio, interactive: bool) -> Result<A
             } else {
                 None
             };
-            spawn_quiet(move || copy_out(out, stdout))?;
-            spawn_quiet(move || copy_out(err, stderr))?;
+            outputs.push(spawn_quiet_joinable(move || copy_out(out, stdout))?);
+            outputs.push(spawn_quiet_joinable(move || copy_out(err, stderr))?);
             match input {
                 Some(conn) => spawn_quiet(move || copy_in(stdin, conn))?,
                 None => drop(stdin),
@@ -85,7 +94,9 @@ pub fn attach(dir: &Path, id: &str, stdio: Stdio, interactive: bool) -> Result<A
             let dir = dir.to_path_buf();
             let id = id.to_string();
             let flag = Arc::clone(&started);
-            spawn_quiet(move || pump_tty(pty.slave, conn, dir, id, flag))?;
+            outputs.push(spawn_quiet_joinable(move || {
+                pump_tty(pty.slave, conn, dir, id, flag)
+            })?);
         }
         Stdio::Terminal { .. } | Stdio::Inherit => {
             return Err(VmError::Config(
@@ -93,7 +104,7 @@ pub fn attach(dir: &Path, id: &str, stdio: Stdio, interactive: bool) -> Result<A
             ))
         }
     }
-    Ok(Attached { started })
+    Ok(Attached { started, outputs })
 }
 
 /// Guest output → a pipe (EOF when the guest closes its side).
