@@ -381,7 +381,7 @@ fn stats(env: &Env, id: &str) -> Value {
 fn vm_pause_resume_ps_events_update_and_size_from_the_spec() {
     let Some(env) = vm_env() else { return };
     let id = unique("vmres");
-    let script = "while true; do echo tick; sleep 0.1; done";
+    let script = "trap '' USR1; while true; do echo tick; sleep 0.1; done";
     let bundle = vm_bundle_with(&env, "vmres", &["sh", "-c", script], |c| {
         c["linux"]["resources"]["memory"] = serde_json::json!({"limit": 256 << 20});
         c["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 150_000, "period": 100_000});
@@ -456,10 +456,23 @@ fn vm_pause_resume_ps_events_update_and_size_from_the_spec() {
     let (code, text) = env.rt(&["resume", &id]);
     assert_ne!(code, 0, "{text}");
 
+    // kill --all reaches every process in the guest cgroup: an exec'd sleep dies of
+    // SIGUSR1, which the container's process ignores.
+    env.ok(&["exec", "--detach", &id, "sleep", "444"]);
+    assert!(env.ok(&["ps", &id]).contains("sleep 444"));
+    env.ok(&["kill", "--all", &id, "USR1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.ok(&["ps", &id]).contains("sleep 444") {
+        assert!(Instant::now() < deadline, "kill --all missed the exec'd process");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.state(&id)["status"], "running");
+
     // Paused, then killed: kill and delete still work.
     env.ok(&["pause", &id]);
     env.ok(&["kill", &id, "KILL"]);
     env.wait_status(&id, "stopped");
+    env.ok(&["kill", "--all", &id, "KILL"]);
     env.ok(&["delete", &id]);
     assert!(!env.root().join(&id).exists());
 }

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 mod tests;
 
 /// The protocol version both sides must agree on (2 added pause/resume, process
-/// listing, resource updates, stats limits and the set-up hooks' state).
+/// listing, signalling every process, resource updates, stats limits and the
+/// set-up hooks' state).
 pub const PROTOCOL_VERSION: u32 = 2;
 /// The vsock port of control connections.
 pub const CONTROL_PORT: u32 = 1024;
@@ -106,6 +107,14 @@ pub enum RequestBody {
     /// Send a signal → [`ResponseBody::Ok`].
     Signal {
         /// A container id or an exec id.
+        id: String,
+        /// The signal number.
+        signal: i32,
+    },
+    /// Send a signal to every process in a container's cgroup (and its
+    /// sub-cgroups); nothing to do once it exited → [`ResponseBody::Ok`].
+    SignalAll {
+        /// The container id.
         id: String,
         /// The signal number.
         signal: i32,

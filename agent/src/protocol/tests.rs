@@ -78,6 +78,10 @@ fn all_requests() -> Vec<RequestBody> {
             id: "c1".into(),
             signal: 15,
         },
+        RequestBody::SignalAll {
+            id: "c1".into(),
+            signal: 9,
+        },
         RequestBody::ResizeTty {
             id: "c1".into(),
             rows: 24,

@@ -30,7 +30,7 @@ use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
 pub use helper::HelperError;
 pub use layers::LayerError;
-pub use resources::ResourceError;
+pub use resources::{ProcTable, ResourceError};
 pub use vsock::{bind_unix, ListenError, Listener, VsockListener};
 
 use self::layers::Prepared;
@@ -337,6 +337,27 @@ impl Server {
                     kill(target, signal).map_err(|e| {
                         format!("failed to send {signal} to {id} (pid {target}): {e}")
                     })?;
+                }
+                Ok(ResponseBody::Ok)
+            }
+            RequestBody::SignalAll { id, signal } => {
+                let signal = Signal::try_from(signal)
+                    .map_err(|_| Failure::from(format!("invalid signal number {signal}")))?;
+                let cgroup = match self.cgroup(&id) {
+                    Ok(cgroup) => cgroup,
+                    // Nothing left to signal.
+                    Err(_) if matches!(*lock(&self.entry(&id)?.state), State::Exited) => {
+                        return Ok(ResponseBody::Ok)
+                    }
+                    Err(failure) => return Err(failure),
+                };
+                for pid in resources::pids(&cgroup).map_err(failure)? {
+                    match kill(Pid::from_raw(pid), signal) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                        Err(e) => {
+                            return Err(format!("failed to send {signal} to pid {pid}: {e}").into())
+                        }
+                    }
                 }
                 Ok(ResponseBody::Ok)
             }

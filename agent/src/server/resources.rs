@@ -253,8 +253,9 @@ fn collect_pids(dir: &Path, pids: &mut Vec<i32>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where process facts are read: `/proc`, its boot time and clock tick.
-pub(super) struct ProcTable {
+/// Where process facts are read: `/proc`, its boot time and clock tick (the
+/// agent lists a container's processes with it; berth-runtime `ps` on the host too).
+pub struct ProcTable {
     root: PathBuf,
     boot_time: u64,
     ticks_per_second: u64,
@@ -262,12 +263,12 @@ pub(super) struct ProcTable {
 
 impl ProcTable {
     /// The running system's `/proc`.
-    pub(super) fn system() -> ProcTable {
+    pub fn system() -> ProcTable {
         ProcTable::at(Path::new("/proc"))
     }
 
     /// A `/proc` at `root` (for tests).
-    pub(super) fn at(root: &Path) -> ProcTable {
+    pub fn at(root: &Path) -> ProcTable {
         let boot_time = std::fs::read_to_string(root.join("stat"))
             .ok()
             .and_then(|s| {
@@ -289,7 +290,7 @@ impl ProcTable {
     }
 
     /// The pids whose parent is `pid`.
-    pub(super) fn children(&self, pid: i32) -> Vec<i32> {
+    pub fn children(&self, pid: i32) -> Vec<i32> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
@@ -311,7 +312,7 @@ impl ProcTable {
     }
 
     /// What `ps -ef` shows of `pid`; `None` once it is gone.
-    pub(super) fn process(&self, pid: i32) -> Option<ProcessInfo> {
+    pub fn process(&self, pid: i32) -> Option<ProcessInfo> {
         let dir = self.root.join(pid.to_string());
         let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
         // The command name may hold spaces and parentheses.

@@ -122,6 +122,10 @@ fn unknown_ids_and_bad_requests_are_errors() {
             cols: 1,
         },
         RequestBody::Stats { id: "nope".into() },
+        RequestBody::SignalAll {
+            id: "nope".into(),
+            signal: 15,
+        },
         RequestBody::Pause { id: "nope".into() },
         RequestBody::Resume { id: "nope".into() },
         RequestBody::ListProcesses { id: "nope".into() },

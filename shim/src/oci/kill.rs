@@ -50,10 +50,13 @@ pub fn kill(global: &Global, args: &KillArgs) -> Result<(), KillError> {
     let signal = parse_signal(&args.signal)?;
     let status = record.status(global);
     if record.vm.is_some() {
-        if status == Status::Stopped {
-            return Err(KillError::NotRunning);
-        }
-        return Ok(super::vm::kill(global, &record, signal)?);
+        return match (status, args.all) {
+            // As in ns mode: nothing left to signal is not an error with --all.
+            (Status::Stopped, true) => Ok(()),
+            (Status::Stopped, false) => Err(KillError::NotRunning),
+            (_, true) => Ok(super::vm::kill_all(global, &record, signal)?),
+            (_, false) => Ok(super::vm::kill(global, &record, signal)?),
+        };
     }
     if args.all {
         if let Some(pids) = record.cgroup().ok().and_then(|c| c.pids().ok()) {

@@ -1,7 +1,9 @@
 //! `ps`: the container's processes, from its cgroup (in vm mode, as the guest
-//! agent lists them, in `ps -ef`'s columns as runc prints them).
+//! agent lists them), in `ps -ef`'s columns as runc prints them, or their pids
+//! as JSON.
 
 use berth_agent::protocol::ProcessInfo;
+use berth_agent::server::ProcTable;
 
 use super::cli::{Global, PsArgs};
 use super::container::Record;
@@ -13,48 +15,29 @@ pub fn ps(global: &Global, args: &PsArgs) -> Result<(), CommandError> {
     if !matches!(args.format.as_str(), "json" | "table") {
         return Err(CommandError::Format(args.format.clone()));
     }
-    if record.vm.is_some() {
-        let processes = super::vm::processes(global, &record)?;
-        if args.format == "json" {
-            let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
-            print_json(&pids)?;
-        } else {
-            print!(
-                "{}",
-                ps_ef_table(&processes, chrono::Utc::now().timestamp())
-            );
+    let processes = match record.vm {
+        Some(_) => super::vm::processes(global, &record)?,
+        None => {
+            let table = ProcTable::system();
+            record
+                .cgroup()?
+                .pids()
+                .map_err(CommandError::Processes)?
+                .into_iter()
+                .filter_map(|pid| table.process(pid.as_raw()))
+                .collect()
         }
-        return Ok(());
-    }
-    let pids: Vec<i32> = record
-        .cgroup()?
-        .pids()
-        .map_err(CommandError::Processes)?
-        .into_iter()
-        .map(|p| p.as_raw())
-        .collect();
+    };
     if args.format == "json" {
-        return print_json(&pids);
+        let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+        let json = serde_json::to_string(&pids).map_err(CommandError::Output)?;
+        println!("{json}");
+    } else {
+        print!(
+            "{}",
+            ps_ef_table(&processes, chrono::Utc::now().timestamp())
+        );
     }
-    println!("{:<8} CMD", "PID");
-    for pid in pids {
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        println!("{pid:<8} {cmd}");
-    }
-    Ok(())
-}
-
-fn print_json(pids: &[i32]) -> Result<(), CommandError> {
-    let json = serde_json::to_string(pids).map_err(CommandError::Output)?;
-    println!("{json}");
     Ok(())
 }
 

@@ -281,7 +281,12 @@ fn spawn_relay(
     let mut cmd = Command::new(exe);
     cmd.arg("--root").arg(&global.root).arg("vm-relay");
     if let (true, Some(path)) = (terminal, &args.console_socket) {
+        // The pty carries everything; the caller's fds are not held (a caller that
+        // reads create's output to EOF, like containerd's runc shim, would wait forever).
         cmd.arg("--console-socket").arg(path);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
     }
     if interactive {
         cmd.arg("--interactive");
@@ -484,6 +489,14 @@ pub fn usage(global: &Global, record: &Record) -> Result<Usage, VmModeError> {
         }),
         other => Err(ClientError::Unexpected(format!("{other:?}")).into()),
     }
+}
+
+/// `kill --all` for a vm container: every process in its cgroup in the guest.
+pub fn kill_all(global: &Global, record: &Record, signal: Signal) -> Result<(), VmModeError> {
+    Ok(agent(global, record)?.call_ok(RequestBody::SignalAll {
+        id: record.id.clone(),
+        signal: signal as i32,
+    })?)
 }
 
 /// `delete` for a vm container: Shutdown, then the VMM, the daemon and the relay go.
