@@ -12,24 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::oci::{processes_mentioning, receive_fd, unique, vm_env, Env};
+use berth_e2e::oci::{processes_mentioning, receive_fd, unique, vm_bundle, vm_env, Env};
 use serde_json::Value;
 
-/// A vm-mode bundle running `args`, edited by `edit`. Without device rules: the
-/// guest kernel has no CONFIG_CGROUP_BPF, and cgroup v2 device rules that deny
-/// anything are refused where they cannot be enforced.
+/// A vm-mode bundle running `args`, edited by `edit`.
 fn vm_bundle_with(env: &Env, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
     env.bundle(name, args, |c| {
         c["annotations"] = serde_json::json!({"io.berth.runtime": "vm"});
-        if let Some(resources) = c["linux"]["resources"].as_object_mut() {
-            resources.remove("devices");
-        }
         edit(c);
     })
-}
-
-fn vm_bundle(env: &Env, name: &str, args: &[&str]) -> PathBuf {
-    vm_bundle_with(env, name, args, |_| {})
 }
 
 /// Orphaned relays become our children, so their exit status can be read as
@@ -463,7 +454,10 @@ fn vm_pause_resume_ps_events_update_and_size_from_the_spec() {
     env.ok(&["kill", "--all", &id, "USR1"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while env.ok(&["ps", &id]).contains("sleep 444") {
-        assert!(Instant::now() < deadline, "kill --all missed the exec'd process");
+        assert!(
+            Instant::now() < deadline,
+            "kill --all missed the exec'd process"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(env.state(&id)["status"], "running");
@@ -574,4 +568,72 @@ fn vm_create_and_start_container_hooks_run_in_the_guest() {
     env.wait_status(&id, "stopped");
     env.ok(&["delete", &id]);
     assert!(!env.root().join(&id).exists());
+}
+
+#[test]
+fn vm_podman_exec_pause_and_unpause() {
+    let Some(env) = vm_env() else { return };
+    let Some(podman) = berth_e2e::find_program("podman") else {
+        println!("skipped: podman is not installed (apt-get install -y podman)");
+        return;
+    };
+    let storage = env.dir.path().join("podman");
+    let podman = |args: &[&str]| {
+        let out = Command::new(&podman)
+            .arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(&env.bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let tarball = berth_e2e::busybox_tarball();
+    let (code, text) = podman(&["import", tarball.to_str().unwrap(), "localhost/vmbusybox"]);
+    if code != 0 {
+        println!("skipped: podman cannot import an image here: {text}");
+        return;
+    }
+    let name = unique("podvm");
+    let (code, text) = podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--annotation",
+        "io.berth.runtime=vm",
+        "localhost/vmbusybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    // conmon runs `exec --detach --pid-file` and reads the exit code from the pid
+    // it names: the relay's.
+    let (code, text) = podman(&["exec", &name, "sh", "-c", "echo in-the-vm; exit 3"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("in-the-vm"), "{text}");
+    let (code, text) = podman(&["exec", "-t", &name, "sh", "-c", "tty"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(podman(&["pause", &name]).0, 0);
+    let (_, text) = podman(&["inspect", "--format", "{{.State.Status}}", &name]);
+    assert_eq!(text.trim(), "paused");
+    assert_eq!(podman(&["unpause", &name]).0, 0);
+    let (_, text) = podman(&["inspect", "--format", "{{.State.Status}}", &name]);
+    assert_eq!(text.trim(), "running");
+    let (code, text) = podman(&["rm", "--force", "--time", "0", &name]);
+    assert_eq!(code, 0, "{text}");
 }
