@@ -1,14 +1,16 @@
 //! [`Syscall`] on the running kernel.
 
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
 use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::{Gid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 
 use super::{display, FileKind, Result, Syscall, SyscallError};
 
@@ -56,6 +58,18 @@ impl Syscall for LinuxSyscall {
 
     fn chdir(&self, path: &Path) -> Result<()> {
         nix::unistd::chdir(path).map_err(errno("chdir", display(path)))
+    }
+
+    fn chroot(&self, path: &Path) -> Result<()> {
+        nix::unistd::chroot(path).map_err(errno("chroot", display(path)))
+    }
+
+    fn setns(&self, fd: BorrowedFd<'_>, flag: CloneFlags, what: &Path) -> Result<()> {
+        nix::sched::setns(fd, flag).map_err(errno("setns", display(what)))
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> Result<()> {
+        nix::sched::unshare(flags).map_err(errno("unshare", format!("{flags:?}")))
     }
 
     fn create_dir_all(&self, path: &Path, mode: Mode) -> Result<()> {
@@ -114,6 +128,15 @@ impl Syscall for LinuxSyscall {
             .map_err(|e| errno("write", display(path))(io_errno(&e)))
     }
 
+    fn read_file(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|e| errno("read", display(path))(io_errno(&e)))
+    }
+
+    fn mount_flags(&self, path: &Path) -> Result<MsFlags> {
+        let stat = nix::sys::statvfs::statvfs(path).map_err(errno("statvfs", display(path)))?;
+        Ok(remount_flags(stat.flags().bits()))
+    }
+
     fn sethostname(&self, name: &str) -> Result<()> {
         nix::unistd::sethostname(name).map_err(errno("sethostname", name))
     }
@@ -155,6 +178,30 @@ impl Syscall for LinuxSyscall {
             .map_err(errno("setrlimit", format!("{resource:?}")))
     }
 
+    fn set_rlimit_of(&self, pid: Pid, resource: Resource, soft: u64, hard: u64) -> Result<()> {
+        let limit = libc::rlimit64 {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: prlimit64(2) reads `limit`, valid for the call, and writes nothing
+        // (the old-limit pointer is null); the other arguments are plain integers.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                pid.as_raw(),
+                resource as libc::c_int,
+                &limit as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        if rc < 0 {
+            return Err(errno("prlimit", format!("{resource:?} of {pid}"))(
+                Errno::last(),
+            ));
+        }
+        Ok(())
+    }
+
     fn set_groups(&self, gids: &[Gid]) -> Result<()> {
         nix::unistd::setgroups(gids).map_err(errno("setgroups", format!("{gids:?}")))
     }
@@ -183,5 +230,67 @@ impl Syscall for LinuxSyscall {
 
     fn set_no_new_privs(&self) -> Result<()> {
         nix::sys::prctl::set_no_new_privs().map_err(errno("prctl(PR_SET_NO_NEW_PRIVS)", "self"))
+    }
+}
+
+/// The statvfs(3) flags a bind remount must repeat, as mount(2) flags. The values
+/// are the kernel's `ST_*` constants (libc lacks some of them on some targets).
+fn remount_flags(st_flags: libc::c_ulong) -> MsFlags {
+    const TABLE: &[(libc::c_ulong, MsFlags)] = &[
+        (1, MsFlags::MS_RDONLY),
+        (2, MsFlags::MS_NOSUID),
+        (4, MsFlags::MS_NODEV),
+        (8, MsFlags::MS_NOEXEC),
+        (1024, MsFlags::MS_NOATIME),
+        (2048, MsFlags::MS_NODIRATIME),
+        (4096, MsFlags::MS_RELATIME),
+    ];
+    TABLE
+        .iter()
+        .filter(|(bit, _)| st_flags & bit != 0)
+        .fold(MsFlags::empty(), |acc, (_, flag)| acc | *flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statvfs_flags_become_mount_flags() {
+        assert_eq!(
+            remount_flags(1 | 2 | 4 | 8 | 4096 | 32),
+            MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_RELATIME
+        );
+        assert_eq!(
+            remount_flags(1024 | 2048),
+            MsFlags::MS_NOATIME | MsFlags::MS_NODIRATIME
+        );
+        // The running system agrees with its own mount table for /proc.
+        let flags = LinuxSyscall
+            .mount_flags(Path::new("/proc"))
+            .expect("statvfs /proc");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let options = mountinfo
+            .lines()
+            .rev()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.get(4) == Some(&"/proc"))
+            .and_then(|f| f.get(5).map(|o| o.to_string()))
+            .expect("/proc in mountinfo");
+        for (name, flag) in [
+            ("ro", MsFlags::MS_RDONLY),
+            ("nosuid", MsFlags::MS_NOSUID),
+            ("nodev", MsFlags::MS_NODEV),
+            ("noexec", MsFlags::MS_NOEXEC),
+            ("relatime", MsFlags::MS_RELATIME),
+            ("noatime", MsFlags::MS_NOATIME),
+        ] {
+            let listed = options.split(',').any(|o| o == name);
+            assert_eq!(flags.contains(flag), listed, "{name} in {options}");
+        }
     }
 }

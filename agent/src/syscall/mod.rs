@@ -6,14 +6,16 @@
 mod linux;
 pub mod test;
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
 use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::{Gid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 
 pub use linux::LinuxSyscall;
 
@@ -83,6 +85,12 @@ pub trait Syscall {
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()>;
     /// chdir(2).
     fn chdir(&self, path: &Path) -> Result<()>;
+    /// chroot(2).
+    fn chroot(&self, path: &Path) -> Result<()>;
+    /// setns(2) into the namespace `fd` refers to; `what` names it for errors.
+    fn setns(&self, fd: BorrowedFd<'_>, flag: CloneFlags, what: &Path) -> Result<()>;
+    /// unshare(2).
+    fn unshare(&self, flags: CloneFlags) -> Result<()>;
     /// `mkdir -p` with the given mode for new directories.
     fn create_dir_all(&self, path: &Path, mode: Mode) -> Result<()>;
     /// Create an empty file (a bind-mount point) if nothing exists at `path`.
@@ -95,14 +103,21 @@ pub trait Syscall {
     fn chown(&self, path: &Path, uid: Option<Uid>, gid: Option<Gid>) -> Result<()>;
     /// What `path` is, following symlinks; `None` if it does not exist.
     fn file_kind(&self, path: &Path) -> Option<FileKind>;
-    /// Write `data` to an existing file (a /proc/sys knob).
+    /// Write `data` to an existing file (a /proc/sys knob) in one write(2).
     fn write_file(&self, path: &Path, data: &str) -> Result<()>;
+    /// The whole text of a file (a /proc table).
+    fn read_file(&self, path: &Path) -> Result<String>;
+    /// The flags a later bind remount of the mount holding `path` must keep
+    /// (nosuid, nodev, noexec, read-only, atime), from statvfs(3).
+    fn mount_flags(&self, path: &Path) -> Result<MsFlags>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> Result<()>;
     /// Bring the loopback interface of this network namespace up.
     fn loopback_up(&self) -> Result<()>;
     /// setrlimit(2).
     fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()>;
+    /// prlimit(2) on another process.
+    fn set_rlimit_of(&self, pid: Pid, resource: Resource, soft: u64, hard: u64) -> Result<()>;
     /// setgroups(2).
     fn set_groups(&self, gids: &[Gid]) -> Result<()>;
     /// setresgid(2) then setresuid(2).

@@ -1,16 +1,19 @@
 //! A [`Syscall`] that records calls instead of making them.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
 use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::{Gid, Uid};
+use nix::unistd::{Gid, Pid, Uid};
 
-use super::{FileKind, Result, Syscall};
+use super::{FileKind, Result, Syscall, SyscallError};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,12 @@ pub enum Call {
     PivotRoot(PathBuf, PathBuf),
     /// chdir(2).
     Chdir(PathBuf),
+    /// chroot(2).
+    Chroot(PathBuf),
+    /// setns(2): the namespace type and the path it was opened from.
+    Setns(CloneFlags, PathBuf),
+    /// unshare(2).
+    Unshare(CloneFlags),
     /// mkdir -p.
     CreateDirAll(PathBuf),
     /// Empty file.
@@ -46,11 +55,15 @@ pub enum Call {
     Chown(PathBuf, Option<u32>, Option<u32>),
     /// A file write: path, data.
     WriteFile(PathBuf, String),
+    /// A whole-file read.
+    ReadFile(PathBuf),
     /// sethostname(2).
     Sethostname(String),
     LoopbackUp,
     /// setrlimit(2).
     SetRlimit(Resource, u64, u64),
+    /// prlimit(2) on another process: pid, resource, soft, hard.
+    SetRlimitOf(i32, Resource, u64, u64),
     /// setgroups(2).
     SetGroups(Vec<u32>),
     /// setresgid + setresuid.
@@ -73,6 +86,14 @@ pub struct RecordingSyscall {
     pub files: HashSet<PathBuf>,
     /// Paths that do not exist.
     pub missing: HashSet<PathBuf>,
+    /// What `read_file` returns for a path (others fail with ENOENT).
+    pub contents: HashMap<PathBuf, String>,
+    /// Mounts whose flags are locked (as mounts inherited into a user namespace
+    /// are): `mount_flags` reports them, and a bind remount of that target that
+    /// leaves any of them out fails with EPERM (it is still recorded).
+    pub locked: HashMap<PathBuf, MsFlags>,
+    /// Mount points umount2 refuses with EINVAL (it is still recorded).
+    pub busy: HashSet<PathBuf>,
 }
 
 impl RecordingSyscall {
@@ -127,10 +148,28 @@ impl Syscall for RecordingSyscall {
             fstype: fstype.map(str::to_owned),
             flags,
             data: data.map(str::to_owned),
-        })
+        })?;
+        match self.locked.get(target) {
+            Some(locked) if flags.contains(MsFlags::MS_REMOUNT) && !flags.contains(*locked) => {
+                Err(SyscallError::Errno {
+                    op: "mount",
+                    target: target.display().to_string(),
+                    source: Errno::EPERM,
+                })
+            }
+            _ => Ok(()),
+        }
     }
     fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()> {
-        self.push(Call::Umount2(target.to_path_buf(), flags))
+        self.push(Call::Umount2(target.to_path_buf(), flags))?;
+        if self.busy.contains(target) {
+            return Err(SyscallError::Errno {
+                op: "umount2",
+                target: target.display().to_string(),
+                source: Errno::EINVAL,
+            });
+        }
+        Ok(())
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
         self.push(Call::PivotRoot(
@@ -140,6 +179,15 @@ impl Syscall for RecordingSyscall {
     }
     fn chdir(&self, path: &Path) -> Result<()> {
         self.push(Call::Chdir(path.to_path_buf()))
+    }
+    fn chroot(&self, path: &Path) -> Result<()> {
+        self.push(Call::Chroot(path.to_path_buf()))
+    }
+    fn setns(&self, _fd: BorrowedFd<'_>, flag: CloneFlags, what: &Path) -> Result<()> {
+        self.push(Call::Setns(flag, what.to_path_buf()))
+    }
+    fn unshare(&self, flags: CloneFlags) -> Result<()> {
+        self.push(Call::Unshare(flags))
     }
     fn create_dir_all(&self, path: &Path, _mode: Mode) -> Result<()> {
         self.push(Call::CreateDirAll(path.to_path_buf()))
@@ -172,6 +220,20 @@ impl Syscall for RecordingSyscall {
     fn write_file(&self, path: &Path, data: &str) -> Result<()> {
         self.push(Call::WriteFile(path.to_path_buf(), data.to_owned()))
     }
+    fn read_file(&self, path: &Path) -> Result<String> {
+        self.push(Call::ReadFile(path.to_path_buf()))?;
+        self.contents
+            .get(path)
+            .cloned()
+            .ok_or_else(|| SyscallError::Errno {
+                op: "read",
+                target: path.display().to_string(),
+                source: Errno::ENOENT,
+            })
+    }
+    fn mount_flags(&self, path: &Path) -> Result<MsFlags> {
+        Ok(self.locked.get(path).copied().unwrap_or(MsFlags::empty()))
+    }
     fn sethostname(&self, name: &str) -> Result<()> {
         self.push(Call::Sethostname(name.to_owned()))
     }
@@ -180,6 +242,9 @@ impl Syscall for RecordingSyscall {
     }
     fn set_rlimit(&self, resource: Resource, soft: u64, hard: u64) -> Result<()> {
         self.push(Call::SetRlimit(resource, soft, hard))
+    }
+    fn set_rlimit_of(&self, pid: Pid, resource: Resource, soft: u64, hard: u64) -> Result<()> {
+        self.push(Call::SetRlimitOf(pid.as_raw(), resource, soft, hard))
     }
     fn set_groups(&self, gids: &[Gid]) -> Result<()> {
         self.push(Call::SetGroups(gids.iter().map(|g| g.as_raw()).collect()))
