@@ -45,6 +45,8 @@ pub(crate) enum ChildError {
     Hook(#[from] crate::hooks::HookError),
     #[error("failed to join the container's cgroup")]
     Cgroup(#[source] CgroupError),
+    #[error("failed to ask for a signal when the supervisor dies")]
+    DeathSignal(#[source] Errno),
 }
 
 impl ChildError {
@@ -134,6 +136,16 @@ pub(crate) fn run_process(
     target: Target<'_>,
     start_hooks: Option<StartHooks<'_>>,
 ) -> Result<Infallible, ChildError> {
+    run_process_keeping(sys, target, start_hooks, 0)
+}
+
+/// [`run_process`], keeping descriptors 3 to 3+`preserve_fds`-1 open across execve.
+pub(crate) fn run_process_keeping(
+    sys: &dyn Syscall,
+    target: Target<'_>,
+    start_hooks: Option<StartHooks<'_>>,
+    preserve_fds: u32,
+) -> Result<Infallible, ChildError> {
     let Target {
         process,
         stdio,
@@ -144,7 +156,27 @@ pub(crate) fn run_process(
     if let Some(hooks) = start_hooks {
         hooks.run()?;
     }
-    Ok(process::exec(process, seccomp)?)
+    Ok(process::exec(process, seccomp, preserve_fds)?)
+}
+
+/// Ask for SIGKILL when the parent (a supervisor) dies, so that killing the
+/// process a runtime knows also ends the one it supervises.
+pub(crate) fn die_with_parent() -> Result<(), ChildError> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(ChildError::DeathSignal)?;
+    // The parent may have died before the request: then no signal comes.
+    if nix::unistd::getppid() != parent {
+        init::exit(137);
+    }
+    Ok(())
+}
+
+/// The report pipe and the exec FIFO of [`run_process_after_fifo`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fifo<'a> {
+    pub report: BorrowedFd<'a>,
+    pub fifo: BorrowedFd<'a>,
 }
 
 /// startContainer hooks and the state they read, run just before execve.
@@ -171,9 +203,9 @@ impl StartHooks<'_> {
 pub(crate) fn run_process_after_fifo(
     sys: &dyn Syscall,
     target: Target<'_>,
-    report: BorrowedFd<'_>,
-    fifo: BorrowedFd<'_>,
+    Fifo { report, fifo }: Fifo<'_>,
     start_hooks: Option<StartHooks<'_>>,
+    preserve_fds: u32,
 ) -> Result<Infallible, ChildError> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
@@ -225,5 +257,5 @@ pub(crate) fn run_process_after_fifo(
     }
     let _ = nix::unistd::write(&fd, b"0");
     drop(fd);
-    Ok(process::exec(process, seccomp)?)
+    Ok(process::exec(process, seccomp, preserve_fds)?)
 }

@@ -5,18 +5,17 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{PosixRlimit, Spec};
 
 use crate::cgroups::{Cgroup, CgroupError};
 use crate::channel::{self, ChannelError, Event, FailureKind, Report};
 use crate::child::{self, ChildError, StartHooks};
 use crate::hooks::{self, HookError, SpawnHooks};
-use crate::namespaces::{self, NamespaceError, Plan};
-use crate::rootfs;
+use crate::namespaces::{self, NamespaceError, Plan, UserNamespace};
+use crate::rootfs::{self, RootfsOptions};
 use crate::stdio::Stdio;
 use crate::syscall::{LinuxSyscall, Syscall};
 
@@ -55,6 +54,9 @@ pub struct ContainerSetup {
     /// Run a mini init as PID 1 that forks the user process, forwards signals,
     /// reaps orphans and exits with the user process's status.
     pub init: bool,
+    /// Enter the root with MS_MOVE onto / and chroot instead of pivot_root (runc's
+    /// `--no-pivot`, for a root on a ramdisk, where pivot_root fails).
+    pub no_pivot: bool,
 }
 
 /// A started process.
@@ -91,9 +93,13 @@ pub enum SpawnError {
     /// `linux.seccomp` cannot be turned into a filter.
     #[error("invalid seccomp configuration")]
     Seccomp(#[source] crate::seccomp::SeccompError),
-    /// The namespace list cannot be run.
+    /// The namespace list or id mappings cannot be run, or a user namespace
+    /// could not be set up.
     #[error("invalid namespace configuration")]
     Namespaces(#[source] NamespaceError),
+    /// process.rlimits could not be applied from outside a user namespace.
+    #[error("failed to set the container's rlimits")]
+    Rlimit(#[source] crate::syscall::SyscallError),
     /// A set-up pipe could not be created.
     #[error("failed to create a set-up pipe")]
     Pipe(#[source] Errno),
@@ -157,6 +163,9 @@ pub struct SpawnOptions {
     /// after its mounts and before pivot_root, startContainer in the container
     /// just before execve (with `exec_fifo`: once released, before `start` is told).
     pub hooks: Option<SpawnHooks>,
+    /// runc's `--preserve-fds`: the caller's descriptors 3 to 3+N-1 stay open in the
+    /// process across execve, at the same numbers (every other one above 2 is closed).
+    pub preserve_fds: u32,
 }
 
 /// Create the container's namespaces, cgroup, filesystem and process, and start
@@ -180,10 +189,7 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         return Err(SpawnError::InvalidSpec("process.args is empty"));
     }
     let linux = setup.spec.linux().as_ref();
-    let ns = linux
-        .and_then(|l| l.namespaces().as_deref())
-        .unwrap_or_default();
-    let plan = namespaces::plan(ns).map_err(SpawnError::Namespaces)?;
+    let plan = namespaces::plan(linux).map_err(SpawnError::Namespaces)?;
     if !plan.has_mount {
         return Err(SpawnError::InvalidSpec("a mount namespace is required"));
     }
@@ -196,6 +202,17 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         .map(crate::seccomp::compile)
         .transpose()
         .map_err(SpawnError::Seccomp)?;
+
+    let rlimits = process
+        .and_then(|p| p.rlimits().clone())
+        .unwrap_or_default();
+    let sys = LinuxSyscall;
+    let user_ns_ahead = match &plan.user {
+        Some(UserNamespace::Ahead(maps)) => {
+            Some(namespaces::create_user_namespace(&sys, maps).map_err(SpawnError::Namespaces)?)
+        }
+        _ => None,
+    };
 
     let (sync_r, sync_w) = channel::pipe().map_err(SpawnError::Pipe)?;
     let (report_r, report_w) = channel::pipe().map_err(SpawnError::Pipe)?;
@@ -210,8 +227,14 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
             sync: sync_r.as_fd(),
             report: report_w.as_fd(),
             exec_fifo: fifo,
+            user_ns_ahead: user_ns_ahead.as_ref().map(AsFd::as_fd),
         };
-        match container_main(setup, &plan, channels, hooks.as_ref(), seccomp.as_ref()) {
+        let extras = Extras {
+            hooks: hooks.as_ref(),
+            seccomp: seccomp.as_ref(),
+            preserve_fds: options.preserve_fds,
+        };
+        match container_main(setup, &plan, channels, extras) {
             Ok(never) => match never {},
             Err(e) => child::fail(report_w.as_fd(), &e),
         }
@@ -222,7 +245,8 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
     let pid =
         unsafe { nix::sched::clone(callback, &mut stack, plan.clone_flags, Some(libc::SIGCHLD)) }
             .map_err(SpawnError::Clone)?;
-    // The callback (with the parent's copies of the stdio fds) was dropped by clone.
+    // The callback (with the parent's copies of the stdio fds and of the user
+    // namespace made ahead) was dropped by clone.
     drop(report_w);
     drop(sync_r);
 
@@ -236,7 +260,9 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         },
         None => None,
     };
-    let failure = match follow_child(pid, sync_w, report_r, hooks.as_ref()) {
+    let released = prepare_user_namespace(&sys, &plan, pid, &rlimits)
+        .and_then(|()| follow_child(pid, sync_w, report_r, hooks.as_ref()));
+    let failure = match released {
         Ok(()) => return Ok(Spawned { pid }),
         Err(e) => e,
     };
@@ -247,6 +273,31 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         }
     }
     Err(failure)
+}
+
+/// What the parent does for a container with a user namespace while the child
+/// waits to be released (in its cgroup already): write the maps of a namespace
+/// clone(2) made, and apply process.rlimits from outside, since inside the
+/// namespace no limit can be raised (as runc does).
+fn prepare_user_namespace(
+    sys: &dyn Syscall,
+    plan: &Plan,
+    pid: Pid,
+    rlimits: &[PosixRlimit],
+) -> Result<(), SpawnError> {
+    if plan.user.is_none() {
+        return Ok(());
+    }
+    if let Some(UserNamespace::Cloned(maps)) = &plan.user {
+        maps.write(sys, pid)
+            .map_err(|e| SpawnError::Namespaces(NamespaceError::from(e)))?;
+    }
+    for rlimit in rlimits {
+        let resource = crate::process::rlimit_resource(rlimit.typ());
+        sys.set_rlimit_of(pid, resource, rlimit.soft(), rlimit.hard())
+            .map_err(SpawnError::Rlimit)?;
+    }
+    Ok(())
 }
 
 /// Release the child and follow its set-up to the end (exec, the FIFO, or a
@@ -284,11 +335,22 @@ fn follow_child(
     }
 }
 
-/// The child's ends of the set-up pipes.
+/// The child's ends of the set-up pipes, and descriptors it inherits for set-up.
 struct Channels<'a> {
     sync: BorrowedFd<'a>,
     report: BorrowedFd<'a>,
     exec_fifo: Option<BorrowedFd<'a>>,
+    /// The user namespace of [`UserNamespace::Ahead`].
+    user_ns_ahead: Option<BorrowedFd<'a>>,
+}
+
+/// What the child does besides the spec: hooks, the compiled seccomp filter,
+/// descriptors kept across execve.
+#[derive(Clone, Copy)]
+struct Extras<'a> {
+    hooks: Option<&'a SpawnHooks>,
+    seccomp: Option<&'a crate::seccomp::Program>,
+    preserve_fds: u32,
 }
 
 fn join_cgroup(
@@ -318,29 +380,39 @@ fn container_main(
     setup: ContainerSetup,
     plan: &Plan,
     channels: Channels<'_>,
-    hooks: Option<&SpawnHooks>,
-    seccomp: Option<&crate::seccomp::Program>,
+    extras: Extras<'_>,
 ) -> Result<Infallible, ChildError> {
     let Channels {
         sync,
         report,
         exec_fifo,
+        user_ns_ahead,
     } = channels;
+    let Extras {
+        hooks,
+        seccomp,
+        preserve_fds,
+    } = extras;
+    let sys = LinuxSyscall;
     channel::wait_go(sync)?;
-    namespaces::join(&plan.join)?;
-    if let Some(path) = &plan.join_pid {
-        namespaces::join(&[(CloneFlags::CLONE_NEWPID, path.clone())])?;
+    namespaces::enter(&sys, plan, user_ns_ahead)?;
+    if plan.forks_into_pid_namespace() {
         let mut fds = setup.stdio.raw_fds();
         fds.push(report.as_raw_fd());
         child::fork_supervised(&fds)?;
+        child::die_with_parent()?;
     }
     if plan.new_cgroup {
         namespaces::unshare_cgroup()?;
     }
     // Device nodes and mount points get exactly the modes asked for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let sys = LinuxSyscall;
-    let root = rootfs::prepare(&sys, &setup.spec, &setup.rootfs)?;
+    let options = RootfsOptions {
+        user_namespace: plan.user.is_some(),
+        bind_sysfs: !plan.may_mount_sysfs(),
+        no_pivot: setup.no_pivot,
+    };
+    let root = rootfs::prepare(&sys, &setup.spec, &setup.rootfs, &options)?;
     // Namespaces and mounts exist, pivot_root has not happened: the parent runs
     // prestart/createRuntime, then createContainer runs here (host paths resolve).
     let state = match hooks {
@@ -355,7 +427,7 @@ fn container_main(
         }
         None => None,
     };
-    rootfs::finish(&sys, &setup.spec, &root)?;
+    rootfs::finish(&sys, &setup.spec, &root, &options)?;
     let start_hooks = match (hooks, &state) {
         (Some(hooks), Some(state)) => Some(StartHooks {
             hooks: hooks::list(hooks.hooks.start_container()),
@@ -384,7 +456,95 @@ fn container_main(
         seccomp,
     };
     match exec_fifo {
-        None => child::run_process(&sys, target, start_hooks),
-        Some(fifo) => child::run_process_after_fifo(&sys, target, report, fifo, start_hooks),
+        None => child::run_process_keeping(&sys, target, start_hooks, preserve_fds),
+        Some(fifo) => child::run_process_after_fifo(
+            &sys,
+            target,
+            child::Fifo { report, fifo },
+            start_hooks,
+            preserve_fds,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::runtime::{
+        LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+        PosixRlimitBuilder, PosixRlimitType,
+    };
+
+    use super::*;
+    use crate::syscall::test::{Call, RecordingSyscall};
+
+    fn plan_with_user(path: Option<&str>) -> Plan {
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(100000u32)
+            .size(65536u32)
+            .build()
+            .expect("mapping");
+        let mut user = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User);
+        if let Some(path) = path {
+            user = user.path(path);
+        }
+        let mount = LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Mount)
+            .build()
+            .expect("mount");
+        let mut linux =
+            LinuxBuilder::default().namespaces(vec![user.build().expect("user"), mount]);
+        if path.is_none() {
+            linux = linux.uid_mappings(vec![map]).gid_mappings(vec![map]);
+        }
+        namespaces::plan(Some(&linux.build().expect("linux"))).expect("plan")
+    }
+
+    fn nofile() -> PosixRlimit {
+        PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(1024u64)
+            .hard(4096u64)
+            .build()
+            .expect("rlimit")
+    }
+
+    #[test]
+    fn the_parent_writes_the_maps_then_the_rlimits() {
+        let sys = RecordingSyscall::default();
+        let pid = Pid::from_raw(42);
+        prepare_user_namespace(&sys, &plan_with_user(None), pid, &[nofile()]).expect("prepare");
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::WriteFile("/proc/42/uid_map".into(), "0 100000 65536\n".into()),
+                Call::WriteFile("/proc/42/gid_map".into(), "0 100000 65536\n".into()),
+                Call::SetRlimitOf(42, nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, 4096),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_joined_user_namespace_gets_only_the_rlimits_and_none_gets_nothing() {
+        let sys = RecordingSyscall::default();
+        let pid = Pid::from_raw(42);
+        let joined = plan_with_user(Some("/proc/7/ns/user"));
+        prepare_user_namespace(&sys, &joined, pid, &[nofile()]).expect("prepare");
+        assert_eq!(
+            sys.calls(),
+            [Call::SetRlimitOf(
+                42,
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                1024,
+                4096
+            )]
+        );
+        let sys = RecordingSyscall::default();
+        let plain = namespaces::plan(None).expect("plan");
+        prepare_user_namespace(&sys, &plain, pid, &[nofile()]).expect("prepare");
+        assert!(
+            sys.calls().is_empty(),
+            "rlimits are set by the process itself"
+        );
     }
 }

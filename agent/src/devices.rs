@@ -27,24 +27,35 @@ const SYMLINKS: &[(&str, &str)] = &[
     ("pts/ptmx", "/dev/ptmx"),
 ];
 
-/// Populate `root`/dev: spec devices by mknod, the defaults by bind mount, then symlinks.
+/// How the spec's device nodes are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nodes {
+    /// mknod(2) with the spec's type, numbers, mode and owner.
+    Mknod,
+    /// Bind-mount the host's node at the same path onto an empty file: inside
+    /// a user namespace mknod is not permitted (runc does the same).
+    Bind,
+}
+
+/// Populate `root`/dev: spec devices as `nodes` says, the defaults by bind
+/// mount, then symlinks.
 pub(crate) fn create(
     sys: &dyn Syscall,
     root: &Path,
     devices: &[LinuxDevice],
+    nodes: Nodes,
 ) -> Result<(), RootfsError> {
     for device in devices {
-        make_node(sys, root, device)?;
+        match nodes {
+            Nodes::Mknod => make_node(sys, root, device)?,
+            Nodes::Bind => bind_node(sys, root, device.path())?,
+        }
     }
     for host in DEFAULT_DEVICES.iter().map(Path::new) {
         if devices.iter().any(|d| d.path() == host) {
             continue;
         }
-        let dest = join_under(root, host);
-        let what = || format!("bind {} into the container", host.display());
-        step(what, sys.create_file(&dest))?;
-        let flags = nix::mount::MsFlags::MS_BIND;
-        step(what, sys.mount(Some(host), &dest, None, flags, None))?;
+        bind_node(sys, root, host)?;
     }
     for (target, link) in SYMLINKS {
         let link = join_under(root, Path::new(link));
@@ -54,6 +65,15 @@ pub(crate) fn create(
         }
     }
     Ok(())
+}
+
+/// Bind the host's node `host` onto the same path below `root`.
+fn bind_node(sys: &dyn Syscall, root: &Path, host: &Path) -> Result<(), RootfsError> {
+    let dest = join_under(root, host);
+    let what = || format!("bind {} into the container", host.display());
+    step(what, sys.create_file(&dest))?;
+    let flags = nix::mount::MsFlags::MS_BIND;
+    step(what, sys.mount(Some(host), &dest, None, flags, None))
 }
 
 fn make_node(sys: &dyn Syscall, root: &Path, device: &LinuxDevice) -> Result<(), RootfsError> {

@@ -83,7 +83,7 @@ fn step<T>(step: &'static str, result: std::result::Result<T, SyscallError>) -> 
     result.map_err(|source| ProcessError::Step { step, source })
 }
 
-fn rlimit_resource(typ: PosixRlimitType) -> Resource {
+pub(crate) fn rlimit_resource(typ: PosixRlimitType) -> Resource {
     match typ {
         PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
@@ -222,8 +222,9 @@ fn cstrings(list: &[String]) -> Result<Vec<CString>> {
 }
 
 /// Look up args[0] in the process's own PATH and execve it with the process's env.
-/// With noNewPrivileges, `seccomp` is installed just before execve.
-pub fn exec(process: &Process, seccomp: Option<&Program>) -> Result<Infallible> {
+/// With noNewPrivileges, `seccomp` is installed just before execve. Descriptors 3 to
+/// 3+`preserve_fds`-1 stay open (runc's `--preserve-fds`); the others above 2 close.
+pub fn exec(process: &Process, seccomp: Option<&Program>, preserve_fds: u32) -> Result<Infallible> {
     let args = process.args().as_deref().unwrap_or_default();
     let cmd = args.first().ok_or(ProcessError::NoArgs)?;
     let env = process.env().as_deref().unwrap_or_default();
@@ -235,10 +236,16 @@ pub fn exec(process: &Process, seccomp: Option<&Program>) -> Result<Infallible> 
     let umask = process.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(umask));
     // Nothing the caller left open may leak into the container.
+    let first = 3u32.saturating_add(preserve_fds);
+    for fd in 3..first {
+        // Inherited descriptors may be close-on-exec; preserved ones must not be.
+        // SAFETY: F_SETFD only changes the flags of a descriptor (EBADF if none).
+        unsafe { libc::fcntl(fd as libc::c_int, libc::F_SETFD, 0) };
+    }
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
     unsafe {
         libc::close_range(
-            3,
+            first,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         )

@@ -12,6 +12,9 @@ use crate::devices;
 use crate::mountopts;
 use crate::syscall::{join_under, FileKind, Syscall, SyscallError};
 
+mod nopivot;
+pub use nopivot::move_root;
+
 /// A failure while building the container's filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -37,6 +40,19 @@ pub enum RootfsError {
 
 type Result<T> = std::result::Result<T, RootfsError>;
 
+/// How the filesystem is built beyond what the spec says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootfsOptions {
+    /// The container has a user namespace: device nodes are bind-mounted from
+    /// the host (mknod is not permitted there).
+    pub user_namespace: bool,
+    /// sysfs may not be mounted (a user namespace without a network namespace
+    /// of its own): sysfs entries become a read-only rbind of the host's /sys.
+    pub bind_sysfs: bool,
+    /// Enter the root with MS_MOVE onto / and chroot instead of pivot_root.
+    pub no_pivot: bool,
+}
+
 pub(crate) fn step<T>(
     what: impl FnOnce() -> String,
     result: std::result::Result<T, SyscallError>,
@@ -49,14 +65,24 @@ pub(crate) fn step<T>(
 
 /// Build the whole filesystem for `spec` and pivot into it. Runs in the
 /// container's fresh mount namespace.
-pub fn setup(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<()> {
-    let root = prepare(sys, spec, rootfs)?;
-    finish(sys, spec, &root)
+pub fn setup(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    rootfs: &Rootfs,
+    options: &RootfsOptions,
+) -> Result<()> {
+    let root = prepare(sys, spec, rootfs, options)?;
+    finish(sys, spec, &root, options)
 }
 
 /// The first half of [`setup`]: the root, the spec's mounts and /dev, before
 /// pivot_root. Returns the new root.
-pub(crate) fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result<PathBuf> {
+pub(crate) fn prepare(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    rootfs: &Rootfs,
+    options: &RootfsOptions,
+) -> Result<PathBuf> {
     let linux = spec.linux().as_ref();
     // Refuse a bad name before touching anything.
     root_propagation(spec)?;
@@ -64,22 +90,58 @@ pub(crate) fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Rootfs) -> Result
     let root = mount_root(sys, rootfs)?;
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     for mount in mounts {
-        mount_entry(sys, &root, mount)?;
+        if options.bind_sysfs && mount.typ().as_deref() == Some("sysfs") {
+            mount_entry(sys, &root, &host_sysfs(mount))?;
+        } else {
+            mount_entry(sys, &root, mount)?;
+        }
     }
     if mounts.iter().any(|m| m.destination() == Path::new("/dev")) {
         let devices = linux
             .and_then(|l| l.devices().as_deref())
             .unwrap_or_default();
-        devices::create(sys, &root, devices)?;
+        let how = if options.user_namespace {
+            devices::Nodes::Bind
+        } else {
+            devices::Nodes::Mknod
+        };
+        devices::create(sys, &root, devices, how)?;
     }
     Ok(root)
 }
 
-/// The second half of [`setup`]: pivot_root into `root`, then sysctls, masked
-/// and read-only paths.
-pub(crate) fn finish(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<()> {
+/// A sysfs entry as a read-only recursive bind of the host's /sys, for a user
+/// namespace that may not mount sysfs; the entry's other flags are kept.
+fn host_sysfs(mount: &Mount) -> Mount {
+    let mut options: Vec<String> = mount
+        .options()
+        .iter()
+        .flatten()
+        .filter(|o| !matches!(o.as_str(), "rw" | "ro" | "bind" | "rbind"))
+        .cloned()
+        .collect();
+    options.extend(["rbind".to_owned(), "ro".to_owned()]);
+    let mut bind = mount.clone();
+    bind.set_typ(Some("bind".to_owned()));
+    bind.set_source(Some(PathBuf::from("/sys")));
+    bind.set_options(Some(options));
+    bind
+}
+
+/// The second half of [`setup`]: pivot_root into `root` (or move it onto /
+/// and chroot), then sysctls, masked and read-only paths.
+pub(crate) fn finish(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    root: &Path,
+    options: &RootfsOptions,
+) -> Result<()> {
     let linux = spec.linux().as_ref();
-    pivot(sys, root)?;
+    if options.no_pivot {
+        move_root(sys, root)?;
+    } else {
+        pivot(sys, root)?;
+    }
     if let Some(flags) = root_propagation(spec)? {
         step(
             || "set the propagation of /".into(),
@@ -95,10 +157,41 @@ pub(crate) fn finish(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<()> 
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         step(
             || "remount / read-only".into(),
-            sys.mount(None, Path::new("/"), None, flags, None),
+            remount(sys, Path::new("/"), flags),
         )?;
     }
     Ok(())
+}
+
+/// A bind remount of `target` with `flags`. When the kernel refuses it (EPERM:
+/// the mount came from a more privileged namespace, so its nosuid, nodev, noexec,
+/// read-only and atime flags are locked), retry keeping the flags it has, as runc does.
+fn remount(
+    sys: &dyn Syscall,
+    target: &Path,
+    flags: MsFlags,
+) -> std::result::Result<(), SyscallError> {
+    let first = sys.mount(None, target, None, flags, None);
+    match first {
+        Err(e) if e.errno() == Some(nix::errno::Errno::EPERM) => {
+            let Ok(current) = sys.mount_flags(target) else {
+                return Err(e);
+            };
+            let atime = MsFlags::MS_NOATIME
+                | MsFlags::MS_RELATIME
+                | MsFlags::MS_STRICTATIME
+                | MsFlags::MS_NODIRATIME;
+            let mut kept = flags | (current & !atime);
+            if current.intersects(atime) {
+                kept = kept.difference(atime) | (current & atime);
+            }
+            if kept == flags {
+                return Err(e);
+            }
+            sys.mount(None, target, None, kept, None)
+        }
+        other => other,
+    }
 }
 
 /// Stop mount events from propagating back to the host: `/` becomes rprivate
@@ -220,13 +313,10 @@ pub fn mount_entry(sys: &dyn Syscall, root: &Path, mount: &Mount) -> Result<()> 
             || format!("bind {} on {}", source.display(), dest.display()),
             sys.mount(Some(&source), &dest, None, flags, None),
         )?;
-        let remount = opts.flags.difference(MsFlags::MS_REMOUNT);
-        if !remount.is_empty() {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | remount;
-            step(
-                || what("remount"),
-                sys.mount(None, &dest, None, flags, None),
-            )?;
+        let again = opts.flags.difference(MsFlags::MS_REMOUNT);
+        if !again.is_empty() {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | again;
+            step(|| what("remount"), remount(sys, &dest, flags))?;
         }
     } else {
         step(|| what("create"), sys.create_dir_all(&dest, dir_mode()))?;
@@ -317,8 +407,8 @@ pub fn readonly_paths(sys: &dyn Syscall, paths: &[String]) -> Result<()> {
         let what = || format!("make {} read-only", path.display());
         let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
         step(what, sys.mount(Some(path), path, None, bind, None))?;
-        let remount = bind | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        step(what, sys.mount(None, path, None, remount, None))?;
+        let flags = bind | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        step(what, remount(sys, path, flags))?;
     }
     Ok(())
 }

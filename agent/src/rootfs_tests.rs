@@ -31,7 +31,7 @@ fn default_spec_mount_sequence() {
         linux.set_readonly_paths(Some(vec!["/proc/sysrq-trigger".into()]));
     }
     let rootfs = Rootfs::Path(PathBuf::from("/r"));
-    setup(&sys, &spec, &rootfs).expect("setup");
+    setup(&sys, &spec, &rootfs, &RootfsOptions::default()).expect("setup");
 
     let nosuid_noexec_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     let mut expected = vec![
@@ -195,7 +195,7 @@ fn overlay_root_and_readonly_root() {
         work: PathBuf::from("/c/work"),
         target: PathBuf::from("/c/merged"),
     };
-    setup(&sys, &spec, &rootfs).expect("setup");
+    setup(&sys, &spec, &rootfs, &RootfsOptions::default()).expect("setup");
     assert_eq!(
         sys.mounts(),
         vec![
@@ -262,7 +262,13 @@ fn spec_devices_are_created_with_mknod() {
     null.set_path(PathBuf::from("/dev/null"));
     null.set_major(1);
     null.set_minor(3);
-    crate::devices::create(&sys, Path::new("/r"), &[fuse, null]).expect("devices");
+    crate::devices::create(
+        &sys,
+        Path::new("/r"),
+        &[fuse, null],
+        crate::devices::Nodes::Mknod,
+    )
+    .expect("devices");
     let calls = sys.calls();
     assert!(calls.contains(&Call::Mknod(
         PathBuf::from("/r/dev/fuse"),
@@ -289,7 +295,13 @@ fn sysctls_are_written_after_pivot_and_before_readonly_paths() {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(Some(vec!["/proc/sys".into()]));
     }
-    setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).expect("setup");
+    setup(
+        &sys,
+        &spec,
+        &Rootfs::Path(PathBuf::from("/r")),
+        &RootfsOptions::default(),
+    )
+    .expect("setup");
     let calls = sys.calls();
     let write = calls
         .iter()
@@ -332,7 +344,13 @@ fn rootfs_propagation_is_applied_to_the_new_root_after_pivot() {
             linux.set_masked_paths(None);
             linux.set_readonly_paths(None);
         }
-        setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).expect("setup");
+        setup(
+            &sys,
+            &spec,
+            &Rootfs::Path(PathBuf::from("/r")),
+            &RootfsOptions::default(),
+        )
+        .expect("setup");
         let calls = sys.calls();
         // The host side is always made rprivate first.
         assert_eq!(
@@ -362,7 +380,13 @@ fn no_rootfs_propagation_leaves_the_new_root_alone() {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     }
-    setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).expect("setup");
+    setup(
+        &sys,
+        &spec,
+        &Rootfs::Path(PathBuf::from("/r")),
+        &RootfsOptions::default(),
+    )
+    .expect("setup");
     let to_root = sys
         .mounts()
         .into_iter()
@@ -378,7 +402,200 @@ fn unknown_rootfs_propagation_fails_before_any_mount() {
     if let Some(linux) = spec.linux_mut() {
         linux.set_rootfs_propagation(Some("sideways".to_owned()));
     }
-    let err = setup(&sys, &spec, &Rootfs::Path(PathBuf::from("/r"))).unwrap_err();
+    let err = setup(
+        &sys,
+        &spec,
+        &Rootfs::Path(PathBuf::from("/r")),
+        &RootfsOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, RootfsError::Propagation(_)), "{err}");
     assert!(sys.calls().is_empty());
+}
+
+fn userns_options() -> RootfsOptions {
+    RootfsOptions {
+        user_namespace: true,
+        bind_sysfs: true,
+        no_pivot: false,
+    }
+}
+
+#[test]
+fn in_a_user_namespace_devices_are_bound_from_the_host_and_sysfs_is_the_hosts() {
+    use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
+    let sys = RecordingSyscall::default();
+    let mut fuse = LinuxDevice::default();
+    fuse.set_path(PathBuf::from("/dev/fuse"));
+    fuse.set_typ(LinuxDeviceType::C);
+    fuse.set_major(10);
+    fuse.set_minor(229);
+    fuse.set_uid(Some(0));
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(vec![
+        spec::default_mounts()[1].clone(), // /dev
+        spec::default_mounts()[5].clone(), // /sys, sysfs nosuid,noexec,nodev,ro
+    ]));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_devices(Some(vec![fuse]));
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
+    let root = prepare(
+        &sys,
+        &spec,
+        &Rootfs::Path(PathBuf::from("/r")),
+        &userns_options(),
+    )
+    .expect("prepare");
+    assert_eq!(root, PathBuf::from("/r"));
+    let calls = sys.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::Mknod(..) | Call::Chown(..))),
+        "{calls:?}"
+    );
+    assert!(calls.contains(&Call::CreateFile(PathBuf::from("/r/dev/fuse"))));
+    let mounts = sys.mounts();
+    assert!(mounts.contains(&mount_call(
+        Some("/dev/fuse"),
+        "/r/dev/fuse",
+        None,
+        bind(),
+        None
+    )));
+    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY;
+    let sys_mounts: Vec<_> = mounts
+        .iter()
+        .filter(|c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/sys")))
+        .cloned()
+        .collect();
+    assert_eq!(
+        sys_mounts,
+        [
+            mount_call(Some("/sys"), "/r/sys", None, bind() | MsFlags::MS_REC, None),
+            mount_call(
+                None,
+                "/r/sys",
+                None,
+                bind() | MsFlags::MS_REMOUNT | ro,
+                None
+            ),
+        ]
+    );
+}
+
+#[test]
+fn sysfs_is_mounted_when_the_user_namespace_owns_a_network_namespace() {
+    let sys = RecordingSyscall::default();
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(vec![spec::default_mounts()[5].clone()]));
+    let options = RootfsOptions {
+        bind_sysfs: false,
+        ..userns_options()
+    };
+    prepare(&sys, &spec, &Rootfs::Path(PathBuf::from("/r")), &options).expect("prepare");
+    assert!(sys.mounts().contains(&mount_call(
+        Some("sysfs"),
+        "/r/sys",
+        Some("sysfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+        None
+    )));
+}
+
+#[test]
+fn a_refused_remount_is_retried_keeping_the_locked_flags() {
+    let mut sys = RecordingSyscall::default();
+    let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RELATIME;
+    sys.locked.insert(PathBuf::from("/r/data"), locked);
+    let entry = spec::bind_mount("/host/data", "/data", true);
+    mount_entry(&sys, Path::new("/r"), &entry).expect("mount");
+    let remount = bind() | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    assert_eq!(
+        sys.mounts()[1..],
+        [
+            mount_call(None, "/r/data", None, remount, None),
+            mount_call(None, "/r/data", None, remount | locked, None),
+        ]
+    );
+
+    // A mount locked read-only stays read-only when asked for rw.
+    let mut sys = RecordingSyscall::default();
+    sys.locked
+        .insert(PathBuf::from("/r/data"), MsFlags::MS_RDONLY);
+    let mut rw = spec::bind_mount("/host/data", "/data", false);
+    rw.set_options(Some(vec!["rbind".into(), "nosuid".into()]));
+    mount_entry(&sys, Path::new("/r"), &rw).expect("mount");
+    let remount = bind() | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID;
+    assert_eq!(
+        sys.mounts()[1..],
+        [
+            mount_call(None, "/r/data", None, remount, None),
+            mount_call(None, "/r/data", None, remount | MsFlags::MS_RDONLY, None),
+        ]
+    );
+}
+
+const MOUNTINFO: &str = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:2 - proc proc rw
+24 23 0:40 / /proc/sys/fs/binfmt_misc rw,relatime shared:3 - binfmt_misc binfmt_misc rw
+25 22 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:4 - sysfs sysfs rw
+26 25 0:23 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:5 - tmpfs tmpfs ro,mode=755
+27 22 0:24 / /mnt/with\\040space rw,relatime shared:6 - proc proc rw
+40 22 254:0 /tmp/b/rootfs /r rw,relatime - ext4 /dev/vda rw
+41 40 0:50 / /r/proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+42 40 0:51 / /r/sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+";
+
+#[test]
+fn no_pivot_moves_the_root_onto_slash_and_chroots() {
+    let mut sys = RecordingSyscall::default();
+    sys.contents
+        .insert(PathBuf::from("/proc/self/mountinfo"), MOUNTINFO.to_owned());
+    let mut spec = spec::default_spec();
+    spec.set_mounts(Some(Vec::new()));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
+    let options = RootfsOptions {
+        no_pivot: true,
+        ..RootfsOptions::default()
+    };
+    finish(&sys, &spec, Path::new("/r"), &options).expect("finish");
+    let detach = MntFlags::MNT_DETACH;
+    assert_eq!(
+        sys.calls(),
+        [
+            Call::ReadFile(PathBuf::from("/proc/self/mountinfo")),
+            // The host's proc and sysfs, innermost first; the container's own stay.
+            Call::Umount2(PathBuf::from("/mnt/with space"), detach),
+            Call::Umount2(PathBuf::from("/sys"), detach),
+            Call::Umount2(PathBuf::from("/proc"), detach),
+            Call::Chdir(PathBuf::from("/r")),
+            mount_call(Some("/r"), "/", None, MsFlags::MS_MOVE, None),
+            Call::Chroot(PathBuf::from(".")),
+            Call::Chdir(PathBuf::from("/")),
+        ]
+    );
+}
+
+#[test]
+fn no_pivot_covers_host_mounts_it_may_not_detach() {
+    let mut sys = RecordingSyscall::default();
+    sys.contents
+        .insert(PathBuf::from("/proc/self/mountinfo"), MOUNTINFO.to_owned());
+    sys.busy.insert(PathBuf::from("/proc"));
+    move_root(&sys, Path::new("/r")).expect("move");
+    assert!(sys.mounts().contains(&mount_call(
+        Some("tmpfs"),
+        "/proc",
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY,
+        None
+    )));
+    assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot(..))));
 }

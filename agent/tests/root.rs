@@ -80,6 +80,7 @@ fn run(rootfs: Rootfs, spec: Spec, init: bool) -> Result<(String, i32), SpawnErr
         rootfs,
         stdio,
         init,
+        no_pivot: false,
     })?;
     Ok(finish(spawned.pid, out))
 }
@@ -128,6 +129,7 @@ fn containers_as_root() {
         rootfs: path(),
         stdio: Stdio::Terminal { slave: pty.slave },
         init: true,
+        no_pivot: false,
     })
     .expect("spawn with a terminal");
     let mut text = Vec::new();
@@ -176,6 +178,7 @@ fn containers_as_root() {
         rootfs: path(),
         stdio,
         init: true,
+        no_pivot: false,
     })
     .expect("spawn with cgroup");
     let cgroup = Cgroup::open(&cgroups_path).expect("open cgroup");

@@ -591,6 +591,7 @@ impl Server {
             let options = SpawnOptions {
                 exec_fifo: None,
                 hooks: hooks.map(|h| *h),
+                preserve_fds: 0,
             };
             let setup = ContainerSetup {
                 id: container_id,
@@ -598,6 +599,7 @@ impl Server {
                 rootfs,
                 stdio,
                 init: false,
+                no_pivot: false,
             };
             spawn_with(setup, options)
         });

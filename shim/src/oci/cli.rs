@@ -115,10 +115,11 @@ pub struct CreateArgs {
     /// Unix socket the pty master is sent to (process.terminal).
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
-    /// Accepted; pivot_root is always used.
+    /// Enter the root with MS_MOVE and chroot instead of pivot_root (for a
+    /// root on a ramdisk).
     #[arg(long)]
     pub no_pivot: bool,
-    /// Accepted; only 0 is supported.
+    /// Pass descriptors 3 to 3+N-1 on to the container process (ns mode).
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     /// Accepted for compatibility.

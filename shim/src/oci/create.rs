@@ -62,8 +62,10 @@ pub enum CreateError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error("--preserve-fds is not supported")]
-    PreserveFds,
+    #[error("--preserve-fds {count}: descriptor {fd} is not open")]
+    PreservedFdClosed { count: u32, fd: u32 },
+    #[error("--preserve-fds is not supported in vm mode")]
+    PreserveFdsVm,
     #[error("process.terminal requires --console-socket")]
     NoConsoleSocket,
     #[error("cannot create {}", path.display())]
@@ -192,9 +194,7 @@ pub fn create(global: &Global, args: &CreateArgs) -> Result<(), CreateError> {
 pub fn create_container(global: &Global, args: &CreateArgs) -> Result<Record, CreateError> {
     container::validate_id(&args.id)?;
     let bundle = load_bundle(&args.bundle)?;
-    if args.preserve_fds > 0 {
-        return Err(CreateError::PreserveFds);
-    }
+    check_preserved_fds(args.preserve_fds)?;
     let terminal = bundle
         .spec
         .process()
@@ -255,6 +255,9 @@ fn create_in(
         vm: None,
     };
     if super::vm::wanted(global, &spec) {
+        if args.preserve_fds > 0 {
+            return Err(CreateError::PreserveFdsVm);
+        }
         super::vm::create(
             global,
             args,
@@ -318,6 +321,7 @@ fn create_in(
         rootfs: Rootfs::Path(bundle.rootfs.clone()),
         stdio,
         init: false,
+        no_pivot: args.no_pivot,
     };
     cleanup.cgroup = Some(cgroups_path.clone());
     let spawned = spawn_with(
@@ -325,6 +329,7 @@ fn create_in(
         SpawnOptions {
             exec_fifo: Some(fifo),
             hooks,
+            preserve_fds: args.preserve_fds,
         },
     )
     .map_err(CreateError::Spawn)?;
@@ -340,6 +345,18 @@ fn create_in(
         write_pid_file(pid_file, pid)?;
     }
     Ok(record)
+}
+
+/// Every descriptor `--preserve-fds` passes on (3 to 3+count-1) must be open.
+fn check_preserved_fds(count: u32) -> Result<(), CreateError> {
+    for fd in (3..).take(count as usize) {
+        let raw = std::os::fd::RawFd::try_from(fd).unwrap_or(std::os::fd::RawFd::MAX);
+        // SAFETY: F_GETFD only reads the flags of a descriptor number (EBADF if none).
+        if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
+            return Err(CreateError::PreservedFdClosed { count, fd });
+        }
+    }
+    Ok(())
 }
 
 /// Write a pid file atomically, as runc does.

@@ -35,6 +35,7 @@ impl Runtime for NamespaceRuntime {
             },
             stdio: launch.stdio,
             init: true,
+            no_pivot: false,
         };
         Ok(Box::new(ChildProcess(berth_agent::spawn(setup)?.pid)))
     }
