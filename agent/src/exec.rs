@@ -34,7 +34,12 @@ pub struct ExecSetup {
     pub seccomp: Option<LinuxSeccomp>,
 }
 
-/// Namespaces joined, in order (mount last so the others' paths still resolve).
+/// Namespaces joined, in order. The files are all opened before the first
+/// setns(2). The user namespace comes last: until then the caller is root of
+/// the initial user namespace and may join every other namespace, including
+/// one the container joined by path that its user namespace does not own.
+/// After joining it the process is unmapped until it sets its uid and gid,
+/// which `run_process` does from `process.user`.
 const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -42,6 +47,7 @@ const NAMESPACES: &[(&str, CloneFlags)] = &[
     ("net", CloneFlags::CLONE_NEWNET),
     ("pid", CloneFlags::CLONE_NEWPID),
     ("mnt", CloneFlags::CLONE_NEWNS),
+    ("user", CloneFlags::CLONE_NEWUSER),
 ];
 
 /// The container's namespaces that differ from ours.

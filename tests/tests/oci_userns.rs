@@ -162,6 +162,20 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
     // sysfs is its own: only its loopback shows.
     assert_eq!(read(&data.join("net")), "lo");
 
+    // An exec'd process joins the user namespace too: root inside, 100000 outside.
+    let exec = env.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; grep Uid: /proc/self/status; touch /data/made-by-exec",
+    ]);
+    let lines: Vec<&str> = exec.lines().collect();
+    assert_eq!(lines.first().copied(), Some("0"), "exec output: {exec}");
+    assert!(exec.contains("100000"), "exec output: {exec}");
+    let by_exec = std::fs::metadata(data.join("made-by-exec")).unwrap();
+    assert_eq!((by_exec.uid(), by_exec.gid()), (HOST_ID, HOST_ID));
+
     stop_and_delete(&env, &id);
     assert!(env.root_is_empty());
     assert!(cgroup_dirs(&id).is_empty());
