@@ -268,8 +268,12 @@ fn create_in(
             &mut record,
         )?;
         record.save(global)?;
+        // The pid file names the relay, not the VMM: it exits with the container's
+        // exit code when the container's process ends, which is what a subreaper
+        // waiting on the pid (containerd's runc shim, conmon) needs to see.
         if let Some(pid_file) = &args.pid_file {
-            write_pid_file(pid_file, record.pid)?;
+            let pid = record.vm.as_ref().map_or(record.pid, |vm| vm.relay_pid);
+            write_pid_file(pid_file, pid)?;
         }
         // In vm mode prestart and createRuntime run on the host once the container
         // was created; createContainer and startContainer run in the guest at start.

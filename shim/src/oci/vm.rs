@@ -257,7 +257,9 @@ pub fn create(
             upper: Upper::Tmpfs { size_bytes: None },
         },
         terminal,
-        interactive,
+        // With a terminal the pty is the process's stdin too (as with runc): the guest
+        // pumps what the relay writes to it (as exec does).
+        interactive: interactive || terminal,
         hook_state: Some(record.state_json(Status::Created)),
     })?;
     vm::expect(body, "Created", |b| matches!(b, ResponseBody::Created))?;
