@@ -35,6 +35,8 @@ packages=(
     docker-registry skopeo
     # the OCI runtime and containerd shim tests drive the real podman and containerd
     podman containerd
+    # the Docker test plugs berth-runtime into a private dockerd (20.10) as --runtime=berth
+    docker.io
     # the benchmark
     hyperfine python3
     # the tests: script(1) for the tty test, ps, tar, python3's pty module
