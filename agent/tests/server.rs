@@ -200,7 +200,10 @@ fn agent_serves_containers_over_unix_sockets() {
         }
     ));
 
-    // echo hi: stdout carries "hi", Wait gives 0, the streams close.
+    // echo hi: stdout carries "hi", Wait gives 0, the streams close. The streams
+    // are attached before CreateContainer, which sets the process up.
+    let out = agent.attach("c1", StdioStream::Stdout);
+    let err = agent.attach("c1", StdioStream::Stderr);
     create(
         &mut agent,
         "c1",
@@ -208,8 +211,6 @@ fn agent_serves_containers_over_unix_sockets() {
         &layers,
         false,
     );
-    let out = agent.attach("c1", StdioStream::Stdout);
-    let err = agent.attach("c1", StdioStream::Stderr);
     assert!(start(&mut agent, "c1") > 1);
     assert_eq!(read_all(out), "hi\n");
     assert_eq!(read_all(err), "");
@@ -223,6 +224,8 @@ fn agent_serves_containers_over_unix_sockets() {
 
     // Exit code passthrough, stderr, overlay layer order, hostname.
     let script = "cat /etc/motd /etc/only-bottom; echo oops >&2; hostname 2>/dev/null || cat /proc/sys/kernel/hostname; exit 3";
+    let out = agent.attach("c2", StdioStream::Stdout);
+    let err = agent.attach("c2", StdioStream::Stderr);
     create(
         &mut agent,
         "c2",
@@ -230,16 +233,26 @@ fn agent_serves_containers_over_unix_sockets() {
         &layers,
         false,
     );
-    let out = agent.attach("c2", StdioStream::Stdout);
-    let err = agent.attach("c2", StdioStream::Stderr);
     start(&mut agent, "c2");
     assert_eq!(read_all(out), "top\nb\nguest\n");
     assert_eq!(read_all(err), "oops\n");
     assert_eq!(wait(&mut agent, "c2"), (3, false));
 
-    // Command not found: an error with Docker's wording and 127.
-    create(&mut agent, "c3", spec(&["nosuchcmd"], None), &layers, false);
-    match agent.call(RequestBody::StartContainer { id: "c3".into() }) {
+    // Command not found: create fails with Docker's wording and 127.
+    let rootfs = GuestRootfs {
+        layers: layers.clone(),
+        upper: Upper::Tmpfs {
+            size_bytes: Some(16 << 20),
+        },
+    };
+    match agent.call(RequestBody::CreateContainer {
+        id: "c3".into(),
+        spec: spec(&["nosuchcmd"], None),
+        rootfs,
+        terminal: false,
+        interactive: false,
+        hook_state: None,
+    }) {
         ResponseBody::Error { message, exit_code } => {
             assert!(
                 message.contains(r#"exec: "nosuchcmd": executable file not found in $PATH"#),
@@ -375,6 +388,7 @@ fn agent_serves_containers_over_unix_sockets() {
     ));
 
     // A terminal container: only the tty stream, the output arrives on it.
+    let tty = agent.attach("c5", StdioStream::Tty);
     create(
         &mut agent,
         "c5",
@@ -382,7 +396,6 @@ fn agent_serves_containers_over_unix_sockets() {
         &layers,
         true,
     );
-    let tty = agent.attach("c5", StdioStream::Tty);
     start(&mut agent, "c5");
     let text = read_all(tty);
     assert!(text.contains("/dev/pts/0"), "{text:?}");

@@ -520,7 +520,18 @@ fn vm_create_and_start_container_hooks_run_in_the_guest() {
         });
     });
     let out = env.dir.path().join("vmhooks.out");
-    create_and_start(&env, &bundle, &id, &out);
+    let (code, _) = rt_to(
+        &env,
+        &["create", "--bundle", bundle.to_str().unwrap(), &id],
+        &out,
+    );
+    assert_eq!(code, 0, "create: {}", read(&out));
+    // As with runc, the container's process exists once created.
+    let pids: Vec<i64> =
+        serde_json::from_str(env.ok(&["ps", "--format", "json", &id]).trim()).unwrap();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert_eq!(env.state(&id)["status"], "created");
+    env.ok(&["start", &id]);
     let text = env.ok(&[
         "exec",
         &id,
@@ -550,24 +561,21 @@ fn vm_create_and_start_container_hooks_run_in_the_guest() {
     assert_eq!(state["id"], id.as_str());
     env.ok(&["delete", "--force", &id]);
 
-    // A failing startContainer hook fails start and leaves nothing behind.
+    // A failing createContainer hook fails create (it runs then, as runc runs it)
+    // and leaves nothing behind.
     let id = unique("vmhookfail");
     let bundle = vm_bundle_with(&env, "vmhookfail", &["sleep", "600"], |c| {
-        c["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/false"}]});
+        c["hooks"] = serde_json::json!({"createContainer": [{"path": "/init", "args": ["init", "--no-such-option"]}]});
     });
-    let out = env.dir.path().join("vmhookfail.out");
-    let (code, _) = rt_to(
-        &env,
-        &["create", "--bundle", bundle.to_str().unwrap(), &id],
-        &out,
-    );
-    assert_eq!(code, 0, "{}", read(&out));
-    let (code, text) = env.rt(&["start", &id]);
+    let (code, text) = env.rt(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
     assert_ne!(code, 0, "{text}");
-    assert!(text.contains("StartContainer hook"), "{text}");
-    env.wait_status(&id, "stopped");
-    env.ok(&["delete", &id]);
-    assert!(!env.root().join(&id).exists());
+    assert!(text.contains("CreateContainer hook /init"), "{text}");
+    assert!(!env.root().join(&id).exists(), "state left behind");
+    assert!(
+        processes_mentioning(&id).is_empty(),
+        "{:?}",
+        processes_mentioning(&id)
+    );
 }
 
 #[test]

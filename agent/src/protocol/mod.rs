@@ -19,8 +19,9 @@ mod tests;
 
 /// The protocol version both sides must agree on (2 added pause/resume, process
 /// listing, signalling every process, resource updates, stats limits and the
-/// set-up hooks' state).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// set-up hooks' state; 3 sets the container's process up at CreateContainer,
+/// its stdio attached before).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The vsock port of control connections.
 pub const CONTROL_PORT: u32 = 1024;
 /// The vsock port of stdio connections.
@@ -59,8 +60,12 @@ impl Request {
 pub enum RequestBody {
     /// Liveness and version check → [`ResponseBody::Pong`].
     Ping,
-    /// Prepare a container (its process does not run until
-    /// [`RequestBody::StartContainer`]) → [`ResponseBody::Created`].
+    /// Create a container as runc's `create` does: its namespaces, cgroup, mounts
+    /// and process are set up (createContainer hooks included), and the process
+    /// waits just before executing the command until
+    /// [`RequestBody::StartContainer`] → [`ResponseBody::Created`]. Its stdio
+    /// streams must be attached before. A command that cannot be found or run
+    /// fails the create (with Docker's exit code).
     CreateContainer {
         /// The container id.
         id: String,
@@ -74,14 +79,15 @@ pub enum RequestBody {
         interactive: bool,
         /// The runtime-spec state (status `created`) the spec's set-up hooks
         /// read on stdin; the agent sets its `pid` to the guest pid. The hooks
-        /// the spec holds run in the guest when the container starts
-        /// (createContainer in the container's namespaces before pivot_root,
-        /// startContainer in the container just before the process execs).
+        /// the spec holds run in the guest: createContainer during the create,
+        /// in the container's namespaces before pivot_root; startContainer at
+        /// start, in the container just before the command is executed.
         /// Without it the agent builds one from the spec.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hook_state: Option<serde_json::Value>,
     },
-    /// Start a created container → [`ResponseBody::Started`].
+    /// Let a created container's process go on (its startContainer hooks run,
+    /// then it executes the command) → [`ResponseBody::Started`].
     StartContainer {
         /// The container id.
         id: String,

@@ -187,7 +187,7 @@ fn wire_format_is_tagged_snake_case() {
         serde_json::to_value(Request::new(7, RequestBody::Wait { id: "x".into() })).expect("json");
     assert_eq!(
         json,
-        serde_json::json!({"version": 2, "id": 7, "body": {"type": "wait", "id": "x"}})
+        serde_json::json!({"version": 3, "id": 7, "body": {"type": "wait", "id": "x"}})
     );
     let json = serde_json::to_value(StdioAttach {
         id: "x".into(),

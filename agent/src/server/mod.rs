@@ -4,6 +4,7 @@
 //! Independent of the transport: [`Server::serve`] takes any two [`Listener`]s
 //! (vsock in the VM, Unix sockets in tests).
 
+mod gate;
 mod helper;
 mod layers;
 pub mod pid1;
@@ -28,6 +29,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 
+pub use gate::GateError;
 pub use helper::HelperError;
 pub use layers::LayerError;
 pub use resources::{ProcTable, ResourceError};
@@ -115,13 +117,14 @@ enum Kind {
 
 #[derive(Debug)]
 enum State {
-    Created {
-        spec: Box<Spec>,
-        prepared: Prepared,
-        /// The set-up hooks the spec asks for, run in the guest at start.
-        hooks: Option<Box<SpawnHooks>>,
-    },
     Starting,
+    /// A created container: its process is set up and blocked on the exec FIFO
+    /// `gate` until StartContainer.
+    Created {
+        pid: Pid,
+        tty: Option<Arc<OwnedFd>>,
+        gate: PathBuf,
+    },
     Running {
         pid: Pid,
         tty: Option<Arc<OwnedFd>>,
@@ -364,8 +367,9 @@ impl Server {
             RequestBody::ResizeTty { id, rows, cols } => {
                 let entry = self.entry(&id)?;
                 let tty = match &*lock(&entry.state) {
-                    State::Running { tty: Some(tty), .. } => Arc::clone(tty),
-                    State::Running { tty: None, .. } => {
+                    State::Running { tty: Some(tty), .. }
+                    | State::Created { tty: Some(tty), .. } => Arc::clone(tty),
+                    State::Running { tty: None, .. } | State::Created { tty: None, .. } => {
                         return Err(format!("{id} has no terminal").into())
                     }
                     _ => return Err(format!("{id} is not running").into()),
@@ -410,7 +414,7 @@ impl Server {
             return Err(format!("container {id} has no cgroup").into());
         };
         match &*lock(&entry.state) {
-            State::Running { .. } => {}
+            State::Running { .. } | State::Created { .. } => {}
             State::Exited => return Err(format!("container {id} has exited").into()),
             _ => return Err(format!("container {id} was not started").into()),
         }
@@ -431,7 +435,7 @@ impl Server {
         let entry = self.entry(id)?;
         let state = lock(&entry.state);
         match &*state {
-            State::Running { pid, .. } => Ok(*pid),
+            State::Running { pid, .. } | State::Created { pid, .. } => Ok(*pid),
             _ => Err(format!("{id} is not running").into()),
         }
     }
@@ -493,11 +497,9 @@ impl Server {
         }
         let cgroups_path = spec.linux().as_ref().map(|_| cgroups_path);
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let hooks = spec.hooks().clone().map(|hooks| {
-            Box::new(SpawnHooks {
-                hooks,
-                state: hook_state.unwrap_or_else(|| default_hook_state(&id, &spec)),
-            })
+        let hooks = spec.hooks().clone().map(|hooks| SpawnHooks {
+            hooks,
+            state: hook_state.unwrap_or_else(|| default_hook_state(&id, &spec)),
         });
         let entry = self.insert(
             &id,
@@ -513,22 +515,81 @@ impl Server {
             },
         )?;
         let dir = self.inner.config.state_dir.join(&id);
-        match layers::prepare(&dir, rootfs) {
-            Ok(prepared) => {
-                *lock(&entry.state) = State::Created {
-                    spec: Box::new(spec),
-                    prepared,
-                    hooks,
-                };
+        let created = self.set_up(&id, &entry, spec, &dir, rootfs, hooks);
+        if created.is_err() {
+            // A failed create leaves no trace: its id may be used again.
+            lock(&self.inner.entries).remove(&id);
+        }
+        created
+    }
+
+    /// Prepare the root filesystem and start the container's process up to the
+    /// exec FIFO (createContainer hooks included).
+    fn set_up(
+        &self,
+        id: &str,
+        entry: &Arc<Entry>,
+        spec: Spec,
+        dir: &std::path::Path,
+        rootfs: &GuestRootfs,
+        hooks: Option<SpawnHooks>,
+    ) -> Reply {
+        let Kind::Container {
+            cgroups_path,
+            terminal,
+            interactive,
+            ..
+        } = &entry.kind
+        else {
+            return Err(format!("{id} is an exec process, not a container").into());
+        };
+        let mut prepared = layers::prepare(dir, rootfs).map_err(|e| {
+            format!(
+                "failed to prepare the root filesystem of {id}: {}",
+                helper::chain(&e)
+            )
+        })?;
+        let (gate, fifo) = match gate::make(dir) {
+            Ok(made) => made,
+            Err(e) => {
+                prepared.undo();
+                return Err(failure(e));
+            }
+        };
+        let attached = self.take_attached(id, *terminal, *interactive);
+        let rootfs = prepared.rootfs.clone();
+        let container_id = id.to_owned();
+        let started = self.launch(attached, *terminal, *interactive, move |stdio| {
+            let options = SpawnOptions {
+                exec_fifo: Some(fifo),
+                hooks,
+                preserve_fds: 0,
+            };
+            let setup = ContainerSetup {
+                id: container_id,
+                spec,
+                rootfs,
+                stdio,
+                init: false,
+                no_pivot: false,
+            };
+            spawn_with(setup, options)
+        });
+        match started {
+            Ok(launched) => {
+                let cgroup = cgroups_path.as_deref().and_then(|p| Cgroup::open(p).ok());
+                self.launched(id, entry, launched, Some(prepared), cgroup, Some(gate));
                 Ok(ResponseBody::Created)
             }
-            Err(e) => {
-                lock(&self.inner.entries).remove(&id);
-                Err(format!(
-                    "failed to prepare the root filesystem of {id}: {}",
-                    helper::chain(&e)
-                )
-                .into())
+            Err(failure) => {
+                let _ = std::fs::remove_file(&gate);
+                prepared.undo();
+                *lock(&entry.state) = State::Exited;
+                entry.done.set(Err(format!(
+                    "container {id} failed to start: {}",
+                    failure.message
+                )));
+                Err(failure)
             }
         }
     }
@@ -559,65 +620,30 @@ impl Server {
         self.inner.attachments.take(id)
     }
 
+    /// Let a created container's process go on (its startContainer hooks run, then it execs).
     fn start(&self, id: &str) -> Reply {
         let entry = self.entry(id)?;
-        let Kind::Container {
-            cgroups_path,
-            terminal,
-            interactive,
-            ..
-        } = &entry.kind
-        else {
+        if !matches!(entry.kind, Kind::Container { .. }) {
             return Err(format!("{id} is an exec process, not a container").into());
-        };
-        let (spec, mut prepared, hooks) = {
-            let mut state = lock(&entry.state);
-            match std::mem::replace(&mut *state, State::Starting) {
-                State::Created {
-                    spec,
-                    prepared,
-                    hooks,
-                } => (spec, prepared, hooks),
-                other => {
-                    *state = other;
-                    return Err(format!("container {id} was already started").into());
-                }
-            }
-        };
-        let attached = self.take_attached(id, *terminal, *interactive);
-        let rootfs = prepared.rootfs.clone();
-        let container_id = id.to_owned();
-        let started = self.launch(attached, *terminal, *interactive, move |stdio| {
-            let options = SpawnOptions {
-                exec_fifo: None,
-                hooks: hooks.map(|h| *h),
-                preserve_fds: 0,
-            };
-            let setup = ContainerSetup {
-                id: container_id,
-                spec: *spec,
-                rootfs,
-                stdio,
-                init: false,
-                no_pivot: false,
-            };
-            spawn_with(setup, options)
-        });
-        match started {
-            Ok(launched) => {
-                let cgroup = cgroups_path.as_deref().and_then(|p| Cgroup::open(p).ok());
-                Ok(self.running(id, &entry, launched, Some(prepared), cgroup))
-            }
-            Err(failure) => {
-                prepared.undo();
-                *lock(&entry.state) = State::Exited;
-                entry.done.set(Err(format!(
-                    "container {id} failed to start: {}",
-                    failure.message
-                )));
-                Err(failure)
-            }
         }
+        let (pid, gate) = {
+            let mut state = lock(&entry.state);
+            match &*state {
+                State::Created { pid, tty, gate } => {
+                    let opened = (*pid, gate.clone());
+                    *state = State::Running {
+                        pid: *pid,
+                        tty: tty.clone(),
+                    };
+                    opened
+                }
+                State::Exited => return Err(format!("container {id} has exited").into()),
+                _ => return Err(format!("container {id} was already started").into()),
+            }
+        };
+        gate::release(&gate, || matches!(*lock(&entry.state), State::Exited))
+            .map_err(|e| format!("container {id} failed to start: {}", helper::chain(&e)))?;
+        Ok(ResponseBody::Started { pid: pid.as_raw() })
     }
 
     fn exec(
@@ -663,7 +689,10 @@ impl Server {
             })
         });
         match started {
-            Ok(launched) => Ok(self.running(&exec_id, &entry, launched, None, None)),
+            Ok(launched) => {
+                let pid = self.launched(&exec_id, &entry, launched, None, None, None);
+                Ok(ResponseBody::Started { pid: pid.as_raw() })
+            }
             Err(failure) => {
                 // A failed exec leaves no trace: its id may be used again.
                 lock(&self.inner.entries).remove(&exec_id);
@@ -755,19 +784,22 @@ impl Server {
         })
     }
 
-    /// Record a started process and start the thread that finishes it.
-    fn running(
+    /// Record a started process (created, held at `gate`, or running) and start
+    /// the thread that finishes it.
+    fn launched(
         &self,
         id: &str,
         entry: &Arc<Entry>,
         launched: Launched,
         prepared: Option<Prepared>,
         cgroup: Option<Cgroup>,
-    ) -> ResponseBody {
+        gate: Option<PathBuf>,
+    ) -> Pid {
         let pid = launched.pid;
-        *lock(&entry.state) = State::Running {
-            pid,
-            tty: launched.tty.clone(),
+        let tty = launched.tty.clone();
+        *lock(&entry.state) = match gate {
+            Some(gate) => State::Created { pid, tty, gate },
+            None => State::Running { pid, tty },
         };
         let finisher_entry = Arc::clone(entry);
         let spawned = std::thread::Builder::new()
@@ -776,7 +808,7 @@ impl Server {
         if let Err(e) = spawned {
             tracing::warn!("failed to start the finisher thread of {id}: {e}");
         }
-        ResponseBody::Started { pid: pid.as_raw() }
+        pid
     }
 }
 
@@ -802,7 +834,11 @@ fn finish(entry: &Entry, launched: Launched, prepared: Option<Prepared>, cgroup:
         .as_ref()
         .and_then(|c| c.oom_kill_count().ok())
         .is_some_and(|n| n > 0);
-    *lock(&entry.state) = State::Exited;
+    // A container killed before it was started leaves its exec FIFO behind.
+    if let State::Created { gate, .. } = std::mem::replace(&mut *lock(&entry.state), State::Exited)
+    {
+        let _ = std::fs::remove_file(gate);
+    }
     drop(launched.tty);
     // Unmount before answering waiters, so a finished container leaves nothing
     // mounted by the time Wait returns.

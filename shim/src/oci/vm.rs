@@ -5,9 +5,11 @@
 //! `create` turns the rootfs directory into a read-only ext4 disk
 //! (`ROOT/ID/layer-images/rootfs.ext4`, with a tmpfs upper in the guest), boots the
 //! VM (the VMM and vsock daemon in their own sessions, recorded in `ROOT/ID/vm.json`,
-//! the vsock socket in `ROOT/ID`), sends CreateContainer, and leaves a detached relay
-//! (`berth-runtime vm-relay`, its own session) that pumps the caller's fds 0/1/2 (or
-//! a pty sent to `--console-socket`) to the guest's stdio connections and Waits for
+//! the vsock socket in `ROOT/ID`), starts a detached relay (`berth-runtime vm-relay`,
+//! its own session) that attaches the caller's fds 0/1/2 (or a pty sent to
+//! `--console-socket`) to the guest's stdio connections, then sends CreateContainer:
+//! as with runc, the guest sets the container up and holds its process just before
+//! it executes the command. Once `ROOT/ID/vm-created` says so, the relay Waits for
 //! the container; it writes `ROOT/ID/exit.json` when the container exits and exits
 //! with the container's exit code. `start` sends StartContainer and marks
 //! `ROOT/ID/vm-started`; `kill` sends Signal; `delete` sends Shutdown and stops the
@@ -15,12 +17,12 @@
 //!
 //! The VM is sized from `linux.resources` at create (see
 //! [`crate::runtime::vm::sizing`]). The spec's createContainer and startContainer
-//! hooks run in the guest, in the container's namespaces, when the container starts
-//! (before pivot_root the container's root filesystem is at `/run/berth/ID/rootfs`
-//! in the guest); the other hooks run on the host. `exec` is proxied by a host
-//! process (see [`exec`](self::exec)); `pause`/`resume` freeze the container's
-//! cgroup in the guest (`ROOT/ID/vm-paused` marks it for `state`); `ps`, `update`
-//! and `events` ask the guest agent.
+//! hooks run in the guest, in the container's namespaces: createContainer during
+//! create, before pivot_root (the container's root filesystem is then at
+//! `/run/berth/ID/rootfs` in the guest), startContainer at start; the other hooks
+//! run on the host. `exec` is proxied by a host process (see [`exec`](self::exec));
+//! `pause`/`resume` freeze the container's cgroup in the guest (`ROOT/ID/vm-paused`
+//! marks it for `state`); `ps`, `update` and `events` ask the guest agent.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -108,6 +110,9 @@ pub const STARTED: &str = "vm-started";
 pub const EXIT: &str = "exit.json";
 /// Written by the relay once its stdio connections are open.
 const READY: &str = "relay.ready";
+/// Written by `create` once the guest created the container: the relay waits for
+/// it before it Waits for the container.
+const CREATED: &str = "vm-created";
 /// Present while the container is paused (the guest's freezer is the truth;
 /// this spares `state` a round trip to the agent).
 pub const PAUSED: &str = "vm-paused";
@@ -187,7 +192,10 @@ pub fn create(
     dir: &Path,
     record: &mut Record,
 ) -> Result<(), VmModeError> {
-    let mut guard = Teardown { dir: Some(dir) };
+    let mut guard = Teardown {
+        dir: Some(dir),
+        relay: None,
+    };
     let (kernel, initramfs) = vm::guest_images()?;
     let disks =
         vm::disks::layer_images(dir, &[rootfs.to_path_buf()]).map_err(VmModeError::RootfsDisk)?;
@@ -249,6 +257,9 @@ pub fn create(
         .set_timeout(Some(Duration::from_secs(60)))
         .map_err(VmModeError::Timeout)?;
     let interactive = !terminal && !is_dev_null(0);
+    // The guest sets the process up at CreateContainer: its stdio is attached first.
+    let relay = spawn_relay(global, args, terminal, interactive, dir)?;
+    guard.relay = Some(relay.clone());
     let body = control.call(RequestBody::CreateContainer {
         id: args.id.clone(),
         spec: guest_spec(spec),
@@ -263,8 +274,7 @@ pub fn create(
         hook_state: Some(record.state_json(Status::Created)),
     })?;
     vm::expect(body, "Created", |b| matches!(b, ResponseBody::Created))?;
-
-    let relay = spawn_relay(global, args, terminal, interactive, dir)?;
+    write(dir.join(CREATED), b"")?;
     record.pid = vmm_pid;
     record.start_time = info.vmm_start_time.unwrap_or_default();
     record.vm = Some(relay);
@@ -324,12 +334,13 @@ fn spawn_relay(
 /// Undoes a failed vm create (the state directory itself is the caller's).
 struct Teardown<'a> {
     dir: Option<&'a Path>,
+    relay: Option<VmRecord>,
 }
 
 impl Drop for Teardown<'_> {
     fn drop(&mut self) {
         if let Some(dir) = self.dir {
-            stop_vm(dir, None);
+            stop_vm(dir, self.relay.as_ref());
         }
     }
 }
@@ -553,6 +564,14 @@ pub fn relay(global: &Global, args: VmRelayArgs) -> Result<i32, VmModeError> {
     let mut waiter = Agent::connect(&dir, Duration::from_secs(5))?;
     waiter.set_timeout(None).map_err(VmModeError::Timeout)?;
     write(dir.join(READY), b"")?;
+    // Until the guest created the container there is nothing to wait for; a
+    // failed create kills this relay.
+    while !dir.join(CREATED).exists() {
+        if !dir.exists() {
+            return Ok(255);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let exit_code = match waiter.call(RequestBody::Wait { id: id.to_string() }) {
         Ok(ResponseBody::Exited { exit_code, .. }) => exit_code,
         _ => 255,
