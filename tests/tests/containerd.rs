@@ -1,6 +1,6 @@
 //! `containerd-shim-berth-v2` under a private containerd 1.6, driven with `ctr`:
 //! run with output, exit code passthrough, exec/kill/delete of a detached task
-//! and a tty run.
+//! a tty run, and a task annotated to run in a microVM.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -291,4 +291,63 @@ fn ctr_run_with_a_tty() {
     );
     assert_eq!(out.code, 4, "{out}\n{}", c.log());
     assert!(out.stdout.contains("/dev/pts/"), "{out}");
+}
+
+/// A task annotated `io.berth.runtime=vm` runs in a microVM: its kernel is the
+/// guest's, and exec, exit codes and delete go through the guest agent.
+#[test]
+fn ctr_run_in_a_vm_by_annotation() {
+    let Some(c) = Containerd::start() else { return };
+    if let Some(why) = berth_e2e::oci::vm_unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let host_kernel = std::fs::read_to_string("/proc/version").unwrap();
+    let id = unique("vm1");
+    let annotation = ["--annotation", "io.berth.runtime=vm"];
+    let args = [RUN, &annotation, &["-d", IMAGE, &id, "sleep", "1000"]].concat();
+    c.ok(&args);
+    let guest_kernel = c.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "cat",
+        "/proc/version",
+    ]);
+    assert!(guest_kernel.starts_with("Linux version"), "{guest_kernel}");
+    assert_ne!(
+        guest_kernel.trim(),
+        host_kernel.trim(),
+        "the task runs on the host's kernel"
+    );
+    let (code, out) = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "sh", "-c", "exit 6"]);
+    assert_eq!(code, 6, "ctr task exec exit code: {out}\n{}", c.log());
+    let vm_running = || {
+        berth_e2e::oci::processes_mentioning(&id)
+            .iter()
+            .any(|p| p.contains("qemu"))
+    };
+    assert!(vm_running(), "no VM runs for {id}");
+    c.ok(&["task", "kill", "--signal", "SIGKILL", &id]);
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .ok(&["task", "ls"])
+            .contains("STOPPED")),
+        "{}",
+        c.ok(&["task", "ls"])
+    );
+    c.ok(&["task", "delete", &id]);
+    c.ok(&["container", "delete", &id]);
+    // No VM is left running for it.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            berth_e2e::oci::processes_mentioning(&id)
+                .iter()
+                .all(|p| !p.contains("qemu"))
+        }),
+        "{:?}",
+        berth_e2e::oci::processes_mentioning(&id)
+    );
 }
