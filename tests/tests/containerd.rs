@@ -1,5 +1,5 @@
 //! `containerd-shim-berth-v2` under a private containerd 1.6, driven with `ctr`:
-//! run with output, exit code passthrough, exec/kill/delete of a detached task
+//! run with output, exit code passthrough, exec/kill/delete of a detached task,
 //! a tty run, and a task annotated to run in a microVM.
 #![allow(clippy::unwrap_used)]
 
