@@ -2,9 +2,11 @@
 
 use std::convert::Infallible;
 use std::error::Error;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::Process;
 
@@ -112,6 +114,10 @@ pub(crate) fn fork_supervised(close_in_supervisor: &[RawFd]) -> Result<(), Child
             // SAFETY: the supervisor only waits and forwards signals from here on and
             // uses no descriptor; `supervise` never returns, so no owner is dropped.
             unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+            // Nor may it hold the caller's standard streams: a caller reading our
+            // stdout to its end (containerd's shim reading `berth-runtime exec -t`)
+            // would wait for the supervisor instead of the command.
+            stdio_to_dev_null();
             init::rename();
             init::supervise(child, &old_mask)
         }
@@ -119,6 +125,22 @@ pub(crate) fn fork_supervised(close_in_supervisor: &[RawFd]) -> Result<(), Child
             init::restore_mask(&old_mask);
             Err(ChildError::Fork(e))
         }
+    }
+}
+
+/// Point fds 0, 1 and 2 at /dev/null (left as they are if it cannot be opened).
+fn stdio_to_dev_null() {
+    let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR, Mode::empty()) else {
+        return;
+    };
+    for fd in 0..3 {
+        // SAFETY: dup2 onto a standard descriptor of this process, which owns no
+        // Rust object for it (the supervisor never touches stdio).
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    if null.as_raw_fd() < 3 {
+        // It landed on a standard descriptor (one was closed): keep it open there.
+        let _ = null.into_raw_fd();
     }
 }
 

@@ -1,7 +1,6 @@
 //! `exec`: run another process in a running container.
 
 use std::num::ParseIntError;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -140,11 +139,6 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32, ExecError> {
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().clone());
-    // With a terminal the process's streams are the pty, and the supervisor spawn_exec
-    // leaves on the host must not hold the caller's stdio either: a caller reading
-    // exec's output to EOF (containerd's runc shim does for --detach --tty) would wait
-    // for the process's lifetime. runc leaves nothing holding them.
-    let null_stdio = terminal.then(NullStdio::swap_in).flatten();
     let spawned = spawn_exec(ExecSetup {
         container_pid: Pid::from_raw(record.pid),
         process,
@@ -152,7 +146,6 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32, ExecError> {
         stdio,
         seccomp,
     });
-    drop(null_stdio);
     let spawned = spawned.map_err(ExecError::Spawn)?;
     if let Some(pid_file) = &args.pid_file {
         write_pid_file(pid_file, spawned.pid.as_raw())?;
@@ -161,45 +154,4 @@ pub fn exec(global: &Global, args: &ExecArgs) -> Result<i32, ExecError> {
         return Ok(0);
     }
     Ok(wait_code(spawned.pid))
-}
-
-/// This process's fds 0/1/2 pointed at /dev/null until dropped, which puts the
-/// originals back; processes forked meanwhile keep /dev/null.
-struct NullStdio {
-    saved: Vec<(RawFd, OwnedFd)>,
-}
-
-impl NullStdio {
-    /// None (nothing changed) when /dev/null cannot be opened.
-    fn swap_in() -> Option<NullStdio> {
-        let null = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .ok()?;
-        let mut saved = Vec::new();
-        for fd in 0..3 {
-            // SAFETY: only duplicated (F_DUPFD_CLOEXEC) while it is open; a closed
-            // descriptor makes the duplication fail and is left alone.
-            let original = unsafe { BorrowedFd::borrow_raw(fd) };
-            let Ok(copy) = original.try_clone_to_owned() else {
-                continue;
-            };
-            // SAFETY: dup2 onto a standard descriptor; its previous file stays open
-            // through `copy`.
-            if unsafe { libc::dup2(null.as_raw_fd(), fd) } == fd {
-                saved.push((fd, copy));
-            }
-        }
-        Some(NullStdio { saved })
-    }
-}
-
-impl Drop for NullStdio {
-    fn drop(&mut self) {
-        for (fd, copy) in &self.saved {
-            // SAFETY: dup2 back onto the standard descriptor it was saved from.
-            unsafe { libc::dup2(copy.as_raw_fd(), *fd) };
-        }
-    }
 }
