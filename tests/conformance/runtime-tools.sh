@@ -152,6 +152,7 @@ work=$(mktemp -d /tmp/berth-conformance.XXXXXX)
 state=$work/state
 cleanup() {
     leftover_containers
+    leftover_cgroups
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -185,6 +186,19 @@ leftover_containers() {
     for id in $("$wrapper" list -q 2>/dev/null); do
         echo "runtime-tools.sh: removing leftover container $id" >&2
         "$wrapper" delete --force "$id" >/dev/null 2>&1 || true
+    done
+}
+
+# The cgroups the cgroup tests name (cgroups.AbsCgroupPath, RelCgroupPath):
+# report and remove what a runtime left behind (rmdir only takes empty ones).
+leftover_cgroups() {
+    local dir
+    for dir in /sys/fs/cgroup/*/cgrouptest /sys/fs/cgroup/*/testdir/cgrouptest/container \
+        /sys/fs/cgroup/*/testdir/cgrouptest /sys/fs/cgroup/*/testdir /sys/fs/cgroup/cgrouptest \
+        /sys/fs/cgroup/testdir/cgrouptest/container /sys/fs/cgroup/testdir/cgrouptest /sys/fs/cgroup/testdir; do
+        [ -d "$dir" ] || continue
+        echo "runtime-tools.sh: leftover cgroup $dir" >&2
+        rmdir "$dir" 2>/dev/null || true
     done
 }
 
