@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use caps::{CapSet, CapsHashSet};
 use nix::errno::Errno;
 use nix::sys::resource::Resource;
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
@@ -221,6 +222,47 @@ fn cstrings(list: &[String]) -> Result<Vec<CString>> {
         .collect()
 }
 
+/// Give the command the signal state a freshly started process has: an ignored
+/// signal stays ignored across execve, and whoever started the runtime may have
+/// ignored some (Rust ignores SIGPIPE in its own processes: a shell pipeline in
+/// the container would then see EPIPE errors instead of ending quietly); the
+/// mask is inherited too.
+fn reset_signals() {
+    /// The kernel's `struct sigaction` for rt_sigaction(2) on x86_64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // 1..=64: every signal number on Linux (_NSIG is 65). The raw system call,
+    // because the C library refuses to touch the two it reserves for itself
+    // (32 and 33), which a parent may still have left ignored. SIGKILL and
+    // SIGSTOP cannot be changed and just fail with EINVAL.
+    for signal in 1..=64 {
+        // SAFETY: rt_sigaction reads the valid struct above (default
+        // disposition, no handler) and writes nothing (null old action); the
+        // last argument is the size of the kernel's signal set.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 /// Look up args[0] in the process's own PATH and execve it with the process's env.
 /// With noNewPrivileges, `seccomp` is installed just before execve. Descriptors 3 to
 /// 3+`preserve_fds`-1 stay open (runc's `--preserve-fds`); the others above 2 close.
@@ -250,6 +292,8 @@ pub fn exec(process: &Process, seccomp: Option<&Program>, preserve_fds: u32) -> 
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         )
     };
+    // Before a noNewPrivileges filter, which might deny the calls.
+    reset_signals();
     if process.no_new_privileges() == Some(true) {
         if let Some(program) = seccomp {
             program.install().map_err(ProcessError::Seccomp)?;

@@ -334,3 +334,28 @@ fn only_loopback_and_it_is_up() {
     ]);
     assert_eq!(out.stdout, "lo\nreachable\n", "{out}");
 }
+
+#[test]
+fn the_command_starts_with_default_signal_state() {
+    require_root!();
+    let b = Berth::with_busybox();
+    // No signal ignored or blocked (berth is a Rust program, which ignores
+    // SIGPIPE; that must not reach the container), for run and exec alike.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "-E",
+        "^Sig(Ign|Blk)",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        out.stdout, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{out}"
+    );
+    // A pipeline whose reader quits early ends quietly, as on a host shell.
+    let out = b.ok(&["run", "--rm", "busybox", "sh", "-c", "yes | head -n 1"]);
+    assert_eq!(out.stdout, "y\n", "{out}");
+    assert!(!out.stderr.contains("Broken pipe"), "{out}");
+}
