@@ -207,6 +207,7 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         .and_then(|p| p.rlimits().clone())
         .unwrap_or_default();
     let sys = LinuxSyscall;
+    namespaces::check_joined_user_namespace(&sys, &plan).map_err(SpawnError::Namespaces)?;
     let user_ns_ahead = match &plan.user {
         Some(UserNamespace::Ahead(maps)) => {
             Some(namespaces::create_user_namespace(&sys, maps).map_err(SpawnError::Namespaces)?)

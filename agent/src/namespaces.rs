@@ -3,6 +3,7 @@
 //! are unshared after the joins; and carrying it out in the container process.
 
 mod idmap;
+mod joined;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use oci_spec::runtime::{Linux, LinuxNamespace, LinuxNamespaceType};
 
 pub use idmap::IdMapError;
 pub(crate) use idmap::IdMaps;
+pub(crate) use joined::{check_mappings, ExpectedMaps};
 
 use crate::syscall::{LinuxSyscall, Syscall, SyscallError};
 
@@ -60,6 +62,40 @@ pub enum NamespaceError {
     /// setresuid/setresgid to 0 in the user namespace failed.
     #[error("failed to become root in the user namespace")]
     BecomeRoot(#[source] Errno),
+    /// The process that reads a joined user namespace's maps could not be started.
+    #[error("failed to start a helper in user namespace {path}")]
+    Helper {
+        /// The namespace file.
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: Errno,
+    },
+    /// A joined user namespace's uid_map or gid_map could not be read.
+    #[error("failed to read the {file} of user namespace {path}")]
+    ReadMap {
+        /// `uid_map` or `gid_map`.
+        file: &'static str,
+        /// The namespace file.
+        path: PathBuf,
+        /// The failed read.
+        #[source]
+        source: SyscallError,
+    },
+    /// Mappings given with a user namespace path that are not the namespace's own.
+    #[error("linux.{list} ({given}) do not match user namespace {path}, whose {file} is {actual}")]
+    MappingMismatch {
+        /// `uidMappings` or `gidMappings`.
+        list: &'static str,
+        /// The spec's entries.
+        given: String,
+        /// The namespace file.
+        path: PathBuf,
+        /// `uid_map` or `gid_map`.
+        file: &'static str,
+        /// The map file's numbers.
+        actual: String,
+    },
 }
 
 /// Where the container's user namespace comes from.
@@ -71,8 +107,9 @@ pub(crate) enum UserNamespace {
     /// Made ahead by a short-lived helper ([`create_user_namespace`]) and
     /// entered after the other namespaces were joined with the caller's privileges.
     Ahead(IdMaps),
-    /// An existing one, joined before anything else (the first entry of `join`).
-    Joined,
+    /// An existing one, joined before anything else (the first entry of `join`);
+    /// the mappings the spec gives with it must be its own.
+    Joined(ExpectedMaps),
 }
 
 /// How the container gets its namespaces.
@@ -197,9 +234,10 @@ pub(crate) fn plan(linux: Option<&Linux>) -> Result<Plan, NamespaceError> {
             None
         }
         Some(Some(path)) => {
-            // The namespace already has its maps; any in the spec describe them.
+            // The namespace already has its maps; any in the spec must describe them
+            // ([`check_joined_user_namespace`]).
             plan.join.insert(0, (CloneFlags::CLONE_NEWUSER, path));
-            Some(UserNamespace::Joined)
+            Some(UserNamespace::Joined(ExpectedMaps::new(uid, gid)))
         }
         Some(None) => {
             let maps = IdMaps::new(uid, gid)?;
@@ -234,7 +272,7 @@ pub(crate) fn enter(
     // A joined user namespace comes first in `join`: the others are then
     // joined (and later created) with its privileges.
     join_with(sys, &plan.join)?;
-    if let Some(UserNamespace::Joined) = plan.user {
+    if let Some(UserNamespace::Joined(_)) = plan.user {
         become_root(sys)?;
     }
     if let Some(path) = &plan.join_pid {
@@ -254,6 +292,22 @@ pub(crate) fn enter(
             .map_err(|e| NamespaceError::Unshare(names(plan.unshare_flags), errno(&e)))?;
     }
     Ok(())
+}
+
+/// Before anything is created: the mappings a spec gives with a user namespace
+/// path must be that namespace's (see [`check_mappings`]). The caller must be
+/// single-threaded.
+pub(crate) fn check_joined_user_namespace(
+    sys: &dyn Syscall,
+    plan: &Plan,
+) -> Result<(), NamespaceError> {
+    let Some(UserNamespace::Joined(expected)) = &plan.user else {
+        return Ok(());
+    };
+    match plan.join.first() {
+        Some((CloneFlags::CLONE_NEWUSER, path)) => check_mappings(sys, path, expected),
+        _ => Ok(()),
+    }
 }
 
 /// `mount, pid, ...` for an error message.

@@ -142,7 +142,10 @@ fn a_joined_user_namespace_is_joined_first_and_needs_no_maps() {
         ns(LinuxNamespaceType::Uts, None),
     ]))
     .expect("plan");
-    assert_eq!(plan.user, Some(UserNamespace::Joined));
+    assert_eq!(
+        plan.user,
+        Some(UserNamespace::Joined(ExpectedMaps::default()))
+    );
     let order: Vec<_> = plan.join.iter().map(|(flag, _)| *flag).collect();
     assert_eq!(
         order,
@@ -154,6 +157,49 @@ fn a_joined_user_namespace_is_joined_first_and_needs_no_maps() {
     );
     assert_eq!(plan.clone_flags, CloneFlags::empty());
     assert_eq!(plan.unshare_flags, CloneFlags::CLONE_NEWUTS);
+}
+
+#[test]
+fn mappings_given_with_a_user_namespace_path_are_kept_to_be_checked() {
+    let plan = plan_of(&with_maps(vec![
+        ns(LinuxNamespaceType::User, Some("/proc/9/ns/user")),
+        ns(LinuxNamespaceType::Mount, None),
+    ]))
+    .expect("plan");
+    let expected = ExpectedMaps::new(&[map(0, 100000, 65536)], &[map(0, 100000, 65536)]);
+    assert_eq!(plan.user, Some(UserNamespace::Joined(expected)));
+    // Nothing to check without one: no helper, no file opened.
+    let plain = plan_of(&linux(vec![ns(LinuxNamespaceType::Mount, None)])).expect("plan");
+    check_joined_user_namespace(&RecordingSyscall::default(), &plain).expect("no user namespace");
+}
+
+#[test]
+fn mappings_given_with_a_user_namespace_path_must_be_its_own() {
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("skipped: creating a user namespace with these maps needs root");
+        return;
+    }
+    let maps = IdMaps::new(&[map(0, 100000, 65536)], &[map(0, 200000, 1000)]).expect("maps");
+    let held = create_user_namespace(&LinuxSyscall, &maps).expect("a user namespace");
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+    let mut spec = with_maps(vec![
+        ns(LinuxNamespaceType::User, Some(&path)),
+        ns(LinuxNamespaceType::Mount, None),
+    ]);
+    spec.set_gid_mappings(Some(vec![map(0, 200000, 1000)]));
+    let plan = plan_of(&spec).expect("plan");
+    check_joined_user_namespace(&LinuxSyscall, &plan).expect("its own mappings");
+
+    spec.set_gid_mappings(Some(vec![map(0, 100000, 65536)]));
+    let plan = plan_of(&spec).expect("plan");
+    let err = check_joined_user_namespace(&LinuxSyscall, &plan).expect_err("other gids");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "linux.gidMappings (0 100000 65536) do not match user namespace {path}, \
+             whose gid_map is 0 200000 1000"
+        )
+    );
 }
 
 #[test]
