@@ -35,6 +35,9 @@ pub enum ChannelError {
     /// The parent went away before saying go.
     #[error("the parent closed the sync pipe before releasing the container")]
     Abandoned,
+    /// A pid message that is not `P<pid>` and a newline.
+    #[error("the container process sent an unreadable pid")]
+    BadPid,
 }
 
 /// Create a pipe whose ends are close-on-exec.
@@ -88,11 +91,20 @@ pub(crate) fn request_hooks(
     }
 }
 
+/// Child: tell the parent the pid (in the parent's pid namespace) of the process
+/// that carries on in the container's pid namespace (`P<pid>` and a newline).
+pub(crate) fn send_pid(report: BorrowedFd<'_>, pid: i32) -> Result<(), ChannelError> {
+    write_all(report, format!("P{pid}\n").as_bytes())
+}
+
 /// What the parent reads next on the report pipe.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Event {
     /// The child asks for the set-up hooks.
     Hooks,
+    /// The child forked into the container's pid namespace and exits; set-up goes
+    /// on in this process, which waits to be released again.
+    Pid(i32),
     /// The pipe closed: `None` means the child exec'd (or was released).
     Done(Option<Report>),
 }
@@ -113,12 +125,35 @@ pub(crate) fn read_event(file: &mut std::fs::File) -> Result<Event, ChannelError
     if first[0] == b'H' {
         return Ok(Event::Hooks);
     }
+    if first[0] == b'P' {
+        return read_pid(file).map(Event::Pid);
+    }
     let mut buf = first.to_vec();
     file.read_to_end(&mut buf)
         .map_err(|e| ChannelError::Io("read", e))?;
     serde_json::from_slice(&buf)
         .map(|r| Event::Done(Some(r)))
         .map_err(ChannelError::Decode)
+}
+
+/// The digits of a `P<pid>` message, up to its newline.
+fn read_pid(file: &mut std::fs::File) -> Result<i32, ChannelError> {
+    let mut digits = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match file.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) if digits.len() < 10 => digits.push(byte[0]),
+            Ok(_) => return Err(ChannelError::BadPid),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ChannelError::Io("read", e)),
+        }
+    }
+    std::str::from_utf8(&digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .filter(|pid| *pid > 0)
+        .ok_or(ChannelError::BadPid)
 }
 
 /// Child: block until the parent releases us.
@@ -201,6 +236,29 @@ mod tests {
         );
         send_go_kept(sync_w.as_fd()).expect("go");
         wait_go(sync_r.as_fd()).expect("go");
+    }
+
+    #[test]
+    fn a_pid_message_comes_before_the_rest() {
+        let (report_r, report_w) = pipe().expect("pipe");
+        let mut file = std::fs::File::from(report_r);
+        send_pid(report_w.as_fd(), 4242).expect("pid");
+        write_all(report_w.as_fd(), b"H").expect("hooks");
+        drop(report_w);
+        assert_eq!(read_event(&mut file).expect("event"), Event::Pid(4242));
+        assert_eq!(read_event(&mut file).expect("event"), Event::Hooks);
+        assert_eq!(read_event(&mut file).expect("event"), Event::Done(None));
+
+        for bad in [&b"P12"[..], b"Px\n", b"P0\n", b"P99999999999\n"] {
+            let (report_r, report_w) = pipe().expect("pipe");
+            let mut file = std::fs::File::from(report_r);
+            write_all(report_w.as_fd(), bad).expect("write");
+            drop(report_w);
+            assert!(
+                matches!(read_event(&mut file), Err(ChannelError::BadPid)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

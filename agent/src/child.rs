@@ -43,12 +43,12 @@ pub(crate) enum ChildError {
     Fork(#[source] Errno),
     #[error("failed to open the exec FIFO")]
     Fifo(#[source] Errno),
+    #[error("failed to open /proc to reopen the exec FIFO from the chroot")]
+    ProcDir(#[source] Errno),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
     #[error("failed to join the container's cgroup")]
     Cgroup(#[source] CgroupError),
-    #[error("failed to ask for a signal when the supervisor dies")]
-    DeathSignal(#[source] Errno),
 }
 
 impl ChildError {
@@ -181,17 +181,27 @@ pub(crate) fn run_process_keeping(
     Ok(process::exec(process, seccomp, preserve_fds)?)
 }
 
-/// Ask for SIGKILL when the parent (a supervisor) dies, so that killing the
-/// process a runtime knows also ends the one it supervises.
-pub(crate) fn die_with_parent() -> Result<(), ChildError> {
-    let parent = nix::unistd::getppid();
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(ChildError::DeathSignal)?;
-    // The parent may have died before the request: then no signal comes.
-    if nix::unistd::getppid() != parent {
-        init::exit(137);
+/// Fork so that set-up goes on in the pid namespace just joined or unshared
+/// (setns(2) and unshare(2) of a pid namespace apply to children only), as runc's
+/// nsexec does. The parent reports the child's pid (in its own pid namespace, the
+/// runtime's) on `report` and exits, never returning; the child returns and must
+/// wait to be released again before using `report`, so the messages stay in order.
+/// The child is re-parented to the runtime, which made itself a child subreaper.
+pub(crate) fn fork_into_pid_namespace(report: BorrowedFd<'_>) -> Result<(), ChildError> {
+    // SAFETY: the process is single-threaded (a child of a single-threaded
+    // caller), so the forked child's copy of memory is consistent.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => Ok(()),
+        Ok(ForkResult::Parent { child }) => {
+            if channel::send_pid(report, child.as_raw()).is_err() {
+                // The runtime is gone or cannot know the process: end it.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                init::exit(125);
+            }
+            init::exit(0)
+        }
+        Err(e) => Err(ChildError::Fork(e)),
     }
-    Ok(())
 }
 
 /// The report pipe and the exec FIFO of [`run_process_after_fifo`].
@@ -199,6 +209,36 @@ pub(crate) fn die_with_parent() -> Result<(), ChildError> {
 pub(crate) struct Fifo<'a> {
     pub report: BorrowedFd<'a>,
     pub fifo: BorrowedFd<'a>,
+    /// The runtime's /proc, opened before a chroot that has none (no mount
+    /// namespace); `None` reopens the FIFO through the container's /proc.
+    pub proc: Option<BorrowedFd<'a>>,
+}
+
+/// The runtime's /proc as a directory to reopen the exec FIFO through
+/// ([`Fifo::proc`]): open it before the chroot; it closes on execve.
+pub(crate) fn open_proc() -> Result<std::os::fd::OwnedFd, ChildError> {
+    nix::fcntl::open(
+        "/proc",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(ChildError::ProcDir)
+}
+
+/// Open the exec FIFO for writing through `/proc/self/fd` (blocks until the
+/// runtime's `start` opens it for reading).
+fn reopen_fifo(
+    fifo: BorrowedFd<'_>,
+    proc: Option<BorrowedFd<'_>>,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let path = format!("self/fd/{}", fifo.as_raw_fd());
+    match proc {
+        // "self" is looked up at each open, so it is this process, not the
+        // one that opened /proc (which may be a supervisor now).
+        Some(dir) => nix::fcntl::openat(dir, path.as_str(), flags, Mode::empty()),
+        None => nix::fcntl::open(format!("/proc/{path}").as_str(), flags, Mode::empty()),
+    }
 }
 
 /// startContainer hooks and the state they read, run just before execve.
@@ -225,14 +265,10 @@ impl StartHooks<'_> {
 pub(crate) fn run_process_after_fifo(
     sys: &dyn Syscall,
     target: Target<'_>,
-    Fifo { report, fifo }: Fifo<'_>,
+    Fifo { report, fifo, proc }: Fifo<'_>,
     start_hooks: Option<StartHooks<'_>>,
     preserve_fds: u32,
 ) -> Result<Infallible, ChildError> {
-    use nix::fcntl::OFlag;
-    use nix::sys::stat::Mode;
-    use std::os::fd::AsRawFd;
-
     let Target {
         process,
         stdio,
@@ -244,7 +280,6 @@ pub(crate) fn run_process_after_fifo(
     let cmd = args.first().ok_or(ProcessError::NoArgs)?;
     let env = process.env().as_deref().unwrap_or_default();
     process::find_executable(cmd, process::path_var(env))?;
-    let reopen = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     // Release the parent: the report pipe's only write end becomes /dev/null (or closes).
     match nix::fcntl::open(
         "/dev/null",
@@ -263,11 +298,7 @@ pub(crate) fn run_process_after_fifo(
         },
     }
     let fd = loop {
-        match nix::fcntl::open(
-            reopen.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
+        match reopen_fifo(fifo, proc) {
             Err(Errno::EINTR) => continue,
             other => break other.map_err(ChildError::Fifo)?,
         }

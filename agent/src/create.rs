@@ -15,7 +15,7 @@ use crate::channel::{self, ChannelError, Event, FailureKind, Report};
 use crate::child::{self, ChildError, StartHooks};
 use crate::hooks::{self, HookError, SpawnHooks};
 use crate::namespaces::{self, NamespaceError, Plan, UserNamespace};
-use crate::rootfs::{self, RootfsOptions};
+use crate::rootfs::{self, no_mount_namespace, RootfsOptions};
 use crate::stdio::Stdio;
 use crate::syscall::{LinuxSyscall, Syscall};
 
@@ -62,7 +62,8 @@ pub struct ContainerSetup {
 /// A started process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spawned {
-    /// Host pid of the container's PID 1 (or of the exec process); the caller waits for it.
+    /// Host pid of the container's process, which is in the container's pid
+    /// namespace (or of the exec process); a child of the caller, which waits for it.
     pub pid: Pid,
 }
 
@@ -106,6 +107,10 @@ pub enum SpawnError {
     /// clone(2) or fork(2) failed.
     #[error("failed to create the container process")]
     Clone(#[source] Errno),
+    /// The caller could not become a child subreaper, which it must be while the
+    /// container process forks into a pid namespace it joins or unshares.
+    #[error("failed to become a child subreaper")]
+    Subreaper(#[source] Errno),
     /// The cgroup could not be created or joined.
     #[error("failed to set up cgroup {path}")]
     Cgroup {
@@ -191,7 +196,16 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
     let linux = setup.spec.linux().as_ref();
     let plan = namespaces::plan(linux).map_err(SpawnError::Namespaces)?;
     if !plan.has_mount {
-        return Err(SpawnError::InvalidSpec("a mount namespace is required"));
+        // The runtime's mount table is shared: nothing may be mounted in it.
+        no_mount_namespace::check(&setup.spec, &setup.rootfs, setup.no_pivot)
+            .map_err(SpawnError::InvalidSpec)?;
+        let mounts = setup.spec.mounts().as_ref().map_or(0, Vec::len);
+        if mounts > 0 {
+            tracing::warn!(
+                "container {} has no mount namespace: its {mounts} mounts are not made",
+                setup.id
+            );
+        }
     }
     let cgroups_path = linux
         .and_then(|l| l.cgroups_path().as_ref())
@@ -215,6 +229,14 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         _ => None,
     };
 
+    // A process forked into the container's pid namespace outlives its parent,
+    // the cloned one: it must be re-parented to us, to be our child as in the
+    // simple case. Set before clone(2), which passes on that a subreaper is above.
+    let _subreaper = if plan.forks_into_pid_namespace() {
+        Some(Subreaper::become_one()?)
+    } else {
+        None
+    };
     let (sync_r, sync_w) = channel::pipe().map_err(SpawnError::Pipe)?;
     let (report_r, report_w) = channel::pipe().map_err(SpawnError::Pipe)?;
     let mut stack = vec![0u8; STACK_SIZE];
@@ -246,6 +268,10 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
     let pid =
         unsafe { nix::sched::clone(callback, &mut stack, plan.clone_flags, Some(libc::SIGCHLD)) }
             .map_err(SpawnError::Clone)?;
+    let mut started = Started {
+        cloned: pid,
+        container: None,
+    };
     // The callback (with the parent's copies of the stdio fds and of the user
     // namespace made ahead) was dropped by clone.
     drop(report_w);
@@ -255,19 +281,19 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
         Some(path) => match join_cgroup(&path, resources.as_ref(), pid) {
             Ok(cgroup) => Some(cgroup),
             Err(source) => {
-                abort_child(pid);
+                started.abort();
                 return Err(SpawnError::Cgroup { path, source });
             }
         },
         None => None,
     };
     let released = prepare_user_namespace(&sys, &plan, pid, &rlimits)
-        .and_then(|()| follow_child(pid, sync_w, report_r, hooks.as_ref()));
+        .and_then(|()| follow_child(&mut started, sync_w, report_r, hooks.as_ref()));
     let failure = match released {
-        Ok(()) => return Ok(Spawned { pid }),
+        Ok(()) => return Ok(Spawned { pid: started.pid() }),
         Err(e) => e,
     };
-    abort_child(pid);
+    started.abort();
     if let Some(cgroup) = cgroup {
         if let Err(e) = cgroup.destroy() {
             tracing::warn!("failed to remove the cgroup of a failed container: {e}");
@@ -301,10 +327,70 @@ fn prepare_user_namespace(
     Ok(())
 }
 
+/// The processes of one spawn: the one clone(2) made, and the container's
+/// process when the first forked into the container's pid namespace and exited.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    cloned: Pid,
+    /// Set once `cloned` reported it and was reaped; then our child (we are a
+    /// subreaper meanwhile).
+    container: Option<Pid>,
+}
+
+impl Started {
+    /// The container's process.
+    fn pid(&self) -> Pid {
+        self.container.unwrap_or(self.cloned)
+    }
+
+    /// Kill (if still there) and reap whichever process is left.
+    fn abort(&self) {
+        abort_child(self.pid());
+    }
+
+    /// The cloned process forked `container` into the pid namespace: it exits
+    /// now; once it is reaped, `container` is our child.
+    fn handed_over(&mut self, container: Pid) -> Result<(), SpawnError> {
+        if self.container.is_some() {
+            return Err(SpawnError::Setup {
+                message: "the container process reported its pid twice".into(),
+            });
+        }
+        while let Err(Errno::EINTR) = waitpid(self.cloned, None) {}
+        self.container = Some(container);
+        Ok(())
+    }
+}
+
+/// The caller as a child subreaper, as it was put back on drop.
+struct Subreaper {
+    was: bool,
+}
+
+impl Subreaper {
+    fn become_one() -> Result<Subreaper, SpawnError> {
+        let was = nix::sys::prctl::get_child_subreaper().map_err(SpawnError::Subreaper)?;
+        if !was {
+            nix::sys::prctl::set_child_subreaper(true).map_err(SpawnError::Subreaper)?;
+        }
+        Ok(Subreaper { was })
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        // Processes already re-parented to us stay our children.
+        if !self.was {
+            let _ = nix::sys::prctl::set_child_subreaper(false);
+        }
+    }
+}
+
 /// Release the child and follow its set-up to the end (exec, the FIFO, or a
-/// failure), running the prestart and createRuntime hooks when it asks.
+/// failure), taking over the process it forks into the container's pid
+/// namespace, and running the prestart and createRuntime hooks when it asks.
 fn follow_child(
-    pid: Pid,
+    started: &mut Started,
     sync_w: OwnedFd,
     report_r: OwnedFd,
     hooks: Option<&SpawnHooks>,
@@ -315,6 +401,10 @@ fn follow_child(
         match channel::read_event(&mut report).map_err(SpawnError::Channel)? {
             Event::Done(None) => return Ok(()),
             Event::Done(Some(report)) => return Err(SpawnError::from(report)),
+            Event::Pid(pid) => {
+                started.handed_over(Pid::from_raw(pid))?;
+                channel::send_go_kept(sync_w.as_fd()).map_err(SpawnError::Channel)?;
+            }
             Event::Hooks => {
                 let Some(hooks) = hooks else {
                     return Err(SpawnError::Setup {
@@ -322,7 +412,7 @@ fn follow_child(
                     });
                 };
                 let mut state = hooks.state.clone();
-                state["pid"] = pid.as_raw().into();
+                state["pid"] = started.pid().as_raw().into();
                 let state = serde_json::to_vec(&state).unwrap_or_default();
                 hooks::run_all("Prestart", hooks::list(hooks.hooks.prestart()), &state)?;
                 hooks::run_all(
@@ -376,7 +466,8 @@ fn abort_child(pid: Pid) {
     let _ = waitpid(pid, None);
 }
 
-/// The container's PID 1: wait for the parent, then build the container and exec.
+/// The container's process: wait for the parent, enter the namespaces (forking
+/// into a joined or unshared pid namespace), then build the container and exec.
 fn container_main(
     setup: ContainerSetup,
     plan: &Plan,
@@ -398,10 +489,9 @@ fn container_main(
     channel::wait_go(sync)?;
     namespaces::enter(&sys, plan, user_ns_ahead)?;
     if plan.forks_into_pid_namespace() {
-        let mut fds = setup.stdio.raw_fds();
-        fds.push(report.as_raw_fd());
-        child::fork_supervised(&fds)?;
-        child::die_with_parent()?;
+        child::fork_into_pid_namespace(report)?;
+        // The runtime knows this process now, and says when to go on.
+        channel::wait_go(sync)?;
     }
     if plan.new_cgroup {
         namespaces::unshare_cgroup()?;
@@ -413,22 +503,22 @@ fn container_main(
         bind_sysfs: !plan.may_mount_sysfs(),
         no_pivot: setup.no_pivot,
     };
-    let root = rootfs::prepare(&sys, &setup.spec, &setup.rootfs, &options)?;
-    // Namespaces and mounts exist, pivot_root has not happened: the parent runs
-    // prestart/createRuntime, then createContainer runs here (host paths resolve).
-    let state = match hooks {
-        Some(hooks) => {
-            let state = channel::request_hooks(report, sync)?;
-            hooks::run_all(
-                "CreateContainer",
-                hooks::list(hooks.hooks.create_container()),
-                &state,
-            )?;
-            Some(state)
+    let mut proc_dir = None;
+    let state = if plan.has_mount {
+        let root = rootfs::prepare(&sys, &setup.spec, &setup.rootfs, &options)?;
+        let state = run_create_hooks(hooks, report, sync)?;
+        rootfs::finish(&sys, &setup.spec, &root, &options)?;
+        state
+    } else {
+        let root = no_mount_namespace::root_dir(&setup.rootfs)?;
+        if exec_fifo.is_some() {
+            // No /proc will be mounted in the chroot to reopen the FIFO through.
+            proc_dir = Some(child::open_proc()?);
         }
-        None => None,
+        let state = run_create_hooks(hooks, report, sync)?;
+        no_mount_namespace::enter(&sys, &setup.spec, root)?;
+        state
     };
-    rootfs::finish(&sys, &setup.spec, &root, &options)?;
     let start_hooks = match (hooks, &state) {
         (Some(hooks), Some(state)) => Some(StartHooks {
             hooks: hooks::list(hooks.hooks.start_container()),
@@ -461,11 +551,35 @@ fn container_main(
         Some(fifo) => child::run_process_after_fifo(
             &sys,
             target,
-            child::Fifo { report, fifo },
+            child::Fifo {
+                report,
+                fifo,
+                proc: proc_dir.as_ref().map(AsFd::as_fd),
+            },
             start_hooks,
             preserve_fds,
         ),
     }
+}
+
+/// Namespaces and mounts exist, the root is not entered yet: the parent runs
+/// prestart/createRuntime, then createContainer runs here (host paths resolve).
+/// Returns the state JSON the hooks read.
+fn run_create_hooks(
+    hooks: Option<&SpawnHooks>,
+    report: BorrowedFd<'_>,
+    sync: BorrowedFd<'_>,
+) -> Result<Option<Vec<u8>>, ChildError> {
+    let Some(hooks) = hooks else {
+        return Ok(None);
+    };
+    let state = channel::request_hooks(report, sync)?;
+    hooks::run_all(
+        "CreateContainer",
+        hooks::list(hooks.hooks.create_container()),
+        &state,
+    )?;
+    Ok(Some(state))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::devices;
 use crate::mountopts;
 use crate::syscall::{join_under, FileKind, Syscall, SyscallError};
 
+pub mod no_mount_namespace;
 mod nopivot;
 pub use nopivot::move_root;
 
@@ -36,6 +37,9 @@ pub enum RootfsError {
     /// An unknown `rootfsPropagation` value.
     #[error("unknown rootfs propagation {0:?}")]
     Propagation(String),
+    /// Something that needs mounting, for a container without a mount namespace.
+    #[error("{0} needs a mount namespace")]
+    NeedsMountNamespace(&'static str),
 }
 
 type Result<T> = std::result::Result<T, RootfsError>;

@@ -12,7 +12,7 @@ use berth_agent::cgroups::Cgroup;
 use berth_agent::{spawn, spawn_exec, ContainerSetup, ExecSetup, Rootfs, SpawnError, Stdio};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxMemory, LinuxResources, Spec};
+use oci_spec::runtime::{LinuxMemory, LinuxNamespaceType, LinuxResources, Spec};
 
 fn busybox_rootfs(dir: &Path) {
     fs::create_dir_all(dir.join("bin")).expect("mkdir bin");
@@ -83,6 +83,47 @@ fn run(rootfs: Rootfs, spec: Spec, init: bool) -> Result<(String, i32), SpawnErr
         no_pivot: false,
     })?;
     Ok(finish(spawned.pid, out))
+}
+
+/// `spec` with its `typ` namespace joined at `path`, or left out (`None`).
+fn with_namespace(mut spec: Spec, typ: LinuxNamespaceType, path: Option<String>) -> Spec {
+    if let Some(linux) = spec.linux_mut() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        namespaces.retain(|ns| ns.typ() != typ);
+        if let Some(path) = path {
+            let mut ns = oci_spec::runtime::LinuxNamespace::default();
+            ns.set_typ(typ);
+            ns.set_path(Some(PathBuf::from(path)));
+            namespaces.push(ns);
+        }
+        linux.set_namespaces(Some(namespaces));
+    }
+    spec
+}
+
+fn ns_link(pid: Pid, name: &str) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/ns/{name}")).expect("namespace link")
+}
+
+/// Field 4 of /proc/PID/stat.
+fn parent_of(pid: Pid) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    rest.split(' ')
+        .nth(1)
+        .expect("ppid")
+        .parse()
+        .expect("number")
+}
+
+/// The mountinfo line of / (its propagation fields included).
+fn root_mount() -> String {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .expect("a mount on /")
+        .to_owned()
 }
 
 fn mounted_under(dir: &Path) -> bool {
@@ -269,4 +310,112 @@ fn containers_as_root() {
     assert!(!root.join("f").exists());
     assert!(fs::read_dir(&target).expect("target").next().is_none());
     assert!(!mounted_under(tmp.path()), "mounts left behind");
+
+    joined_pid_namespace(&path);
+    no_mount_namespace(&root);
+}
+
+/// A container joining another's pid namespace by path: the pid returned is the
+/// process inside it (not one left outside by setns), and it is our child.
+fn joined_pid_namespace(path: &dyn Fn() -> Rootfs) {
+    let (stdio, first_out) = pipes();
+    let first = spawn(ContainerSetup {
+        id: "pid-owner".into(),
+        spec: spec(&["sh", "-c", "read x"], None),
+        rootfs: path(),
+        stdio,
+        init: false,
+        no_pivot: false,
+    })
+    .expect("spawn the pid namespace's owner");
+    let joining = with_namespace(
+        spec(&["sh", "-c", "echo $$; read x; exit 7"], None),
+        LinuxNamespaceType::Pid,
+        Some(format!("/proc/{}/ns/pid", first.pid)),
+    );
+    let (stdio, out) = pipes();
+    let second = spawn(ContainerSetup {
+        id: "pid-joiner".into(),
+        spec: joining,
+        rootfs: path(),
+        stdio,
+        init: false,
+        no_pivot: false,
+    })
+    .expect("spawn into a joined pid namespace");
+    assert_eq!(ns_link(second.pid, "pid"), ns_link(first.pid, "pid"));
+    assert_ne!(
+        ns_link(second.pid, "pid"),
+        ns_link(nix::unistd::getpid(), "pid")
+    );
+    assert_eq!(parent_of(second.pid), nix::unistd::getpid().as_raw());
+    assert!(
+        !nix::sys::prctl::get_child_subreaper().expect("prctl"),
+        "the caller is a subreaper again only if it was one"
+    );
+    nix::unistd::write(&out.stdin, b"go\n").expect("release");
+    let (text, code) = finish(second.pid, out);
+    let inside: i32 = text.trim().parse().expect("a pid");
+    assert!(inside > 1, "{text}");
+    assert_eq!(code, 7);
+    nix::unistd::write(&first_out.stdin, b"go\n").expect("release");
+    assert_eq!(finish(first.pid, first_out).1, 0);
+}
+
+/// Without a mount namespace the process shares our mount table, chrooted into
+/// its root; nothing is mounted for it, and what needs mounting is refused.
+fn no_mount_namespace(root: &Path) {
+    let plain = |args: &[&str]| {
+        let mut spec = with_namespace(spec(args, None), LinuxNamespaceType::Mount, None);
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_masked_paths(None);
+            linux.set_readonly_paths(None);
+        }
+        spec
+    };
+    let root_before = root_mount();
+    let (stdio, out) = pipes();
+    let spawned = spawn(ContainerSetup {
+        id: "no-mount-ns".into(),
+        spec: plain(&["sh", "-c", "read x; ls /; hostname"]),
+        rootfs: Rootfs::Path(root.to_path_buf()),
+        stdio,
+        init: false,
+        no_pivot: false,
+    })
+    .expect("spawn without a mount namespace");
+    assert_eq!(
+        ns_link(spawned.pid, "mnt"),
+        ns_link(nix::unistd::getpid(), "mnt")
+    );
+    assert_ne!(
+        ns_link(spawned.pid, "uts"),
+        ns_link(nix::unistd::getpid(), "uts")
+    );
+    assert_eq!(
+        fs::read_link(format!("/proc/{}/root", spawned.pid)).expect("root"),
+        root
+    );
+    assert!(!mounted_under(root), "a mount on the host's table");
+    nix::unistd::write(&out.stdin, b"go\n").expect("release");
+    let (text, code) = finish(spawned.pid, out);
+    // `ls /` lists the root directory (earlier containers left mount points there).
+    let mut names: Vec<String> = fs::read_dir(root)
+        .expect("rootfs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!((text, code), (format!("{}\nbox\n", names.join("\n")), 0));
+    assert!(!mounted_under(root), "a mount left behind");
+    assert_eq!(root_mount(), root_before, "the propagation of / changed");
+
+    let mut masked = plain(&["true"]);
+    if let Some(linux) = masked.linux_mut() {
+        linux.set_masked_paths(Some(vec!["/proc/kcore".into()]));
+    }
+    let err = run(Rootfs::Path(root.to_path_buf()), masked, false).expect_err("masked paths");
+    assert_eq!(
+        err.to_string(),
+        "invalid container spec: linux.maskedPaths needs a mount namespace"
+    );
 }
