@@ -1,5 +1,10 @@
 //! Container cgroups on v1 (one directory per controller) and v2 (one unified directory).
 //!
+//! Settings a hierarchy cannot apply fail with a clear error when the spec asks
+//! for them, and what can be checked before anything is created (a controller
+//! that is not mounted, a setting v2 does not have, a malformed value) is
+//! checked first, so a refused spec leaves no cgroup behind.
+//!
 //! `linux.resources.devices` is enforced through the v1 devices controller's
 //! allow/deny files, or on v2 by an eBPF device program attached to the cgroup;
 //! both follow the same rules ([`device_rules`]).
@@ -9,8 +14,12 @@
 
 mod block_io;
 mod bpf_attach;
+mod cpuset;
 mod device_program;
 mod device_rules;
+mod hugetlb;
+mod memory;
+mod network;
 mod v1;
 mod v2;
 
@@ -25,6 +34,9 @@ use oci_spec::runtime::LinuxResources;
 
 /// Where the cgroup filesystems are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Where the kernel lists the huge page sizes it supports.
+pub const HUGEPAGES_DIR: &str = "/sys/kernel/mm/hugepages";
 
 /// A failure while managing a cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +66,14 @@ pub enum CgroupError {
     InvalidDeviceRule {
         /// The rule as the spec has it.
         rule: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A spec value that is malformed or out of range.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The spec setting, e.g. `linux.resources.memory.swappiness`.
+        setting: &'static str,
         /// What is wrong with it.
         reason: String,
     },
@@ -101,6 +121,8 @@ pub struct Cgroup {
     root: PathBuf,
     version: CgroupVersion,
     path: PathBuf,
+    /// The kernel's huge page sizes (`hugepages-<N>kB` directories).
+    hugepages: PathBuf,
 }
 
 impl Cgroup {
@@ -126,6 +148,7 @@ impl Cgroup {
             root: root.into(),
             version,
             path,
+            hugepages: PathBuf::from(HUGEPAGES_DIR),
         }
     }
 
@@ -145,13 +168,29 @@ impl Cgroup {
         }
     }
 
-    /// Create the cgroup and apply memory, cpu, pids, block I/O and device limits.
+    /// Create the cgroup (or find it, when updating) and apply `resources`:
+    /// memory, cpu and cpuset, pids, block I/O, huge pages, network classes and
+    /// device rules. Settings a hierarchy lacks are refused before any directory
+    /// is made, where that can be known up front.
     pub fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
-        for dir in self.dirs() {
-            if self.version == CgroupVersion::V2 {
-                v2::enable_controllers(&self.root, &dir)?;
+        if let Some(resources) = resources {
+            hugetlb::validate(resources, &self.hugepages)?;
+            match self.version {
+                CgroupVersion::V1 => v1::validate(&self.root, resources)?,
+                CgroupVersion::V2 => v2::validate(resources)?,
             }
-            std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        match self.version {
+            CgroupVersion::V1 => {
+                for (_, controller_root) in v1::controller_roots(&self.root) {
+                    v1::create_dir(&controller_root, &self.path)?;
+                }
+            }
+            CgroupVersion::V2 => {
+                let dir = self.root.join(&self.path);
+                v2::enable_controllers(&self.root, &dir)?;
+                std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            }
         }
         let Some(resources) = resources else {
             return Ok(());
@@ -265,6 +304,20 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 
 fn read_file(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(io_err("read", path))
+}
+
+/// The control file `name` in `dir`, which `setting` needs: an error naming both
+/// when this kernel does not provide it.
+fn require(dir: &Path, name: &str, setting: &'static str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(CgroupError::Unsupported {
+            setting,
+            reason: format!("this kernel provides no {name} in {}", dir.display()),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxResources};
 
-use super::{append_line, block_io, device_rules, write_file, Result};
+use super::{
+    append_line, block_io, cpuset, device_rules, hugetlb, io_err, memory, network, require,
+    write_file, CgroupError, CgroupVersion, Result,
+};
 
 /// Controllers the container joins, when mounted.
 const CONTROLLERS: &[&str] = &[
-    "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio",
+    "memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices", "blkio", "hugetlb",
+    "net_cls", "net_prio",
 ];
+
+const RT_PERIOD: &str = "linux.resources.cpu.realtimePeriod";
+const RT_RUNTIME: &str = "linux.resources.cpu.realtimeRuntime";
 
 /// The mounted controller hierarchies, deduplicated when co-mounted (`cpu,cpuacct`).
 pub(super) fn controller_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
@@ -30,24 +37,54 @@ pub(super) fn controller_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
     out
 }
 
+/// Refuse, before any directory is made, what needs a controller that is not
+/// mounted under `root`, and values out of range.
+pub(super) fn validate(root: &Path, resources: &LinuxResources) -> Result<()> {
+    let mounted = |controller: &str, setting: &'static str| {
+        let dir = root.join(controller);
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(CgroupError::Unsupported {
+                setting,
+                reason: format!(
+                    "no {controller} controller is mounted ({} is missing)",
+                    dir.display()
+                ),
+            })
+        }
+    };
+    if let Some(memory) = resources.memory() {
+        memory::validate(memory, CgroupVersion::V1)?;
+    }
+    if let Some(setting) = resources.cpu().as_ref().and_then(cpuset::first_requested) {
+        mounted("cpuset", setting)?;
+    }
+    if !hugetlb::limits(resources).is_empty() {
+        mounted("hugetlb", hugetlb::HUGEPAGE_LIMITS)?;
+    }
+    if let Some(net) = resources.network() {
+        network::validate(net, false)?;
+        for (controller, setting) in network::v1_controllers(net) {
+            mounted(controller, setting)?;
+        }
+    }
+    Ok(())
+}
+
+/// Make the cgroup `path` in the controller hierarchy `hierarchy`; in a cpuset
+/// hierarchy, every level also gets CPUs and memory nodes.
+pub(super) fn create_dir(hierarchy: &Path, path: &Path) -> Result<()> {
+    if hierarchy.join("cpuset.cpus").exists() {
+        return cpuset::create_v1(hierarchy, path);
+    }
+    let dir = hierarchy.join(path);
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))
+}
+
 pub(super) fn apply(root: &Path, path: &Path, resources: &LinuxResources) -> Result<()> {
     if let Some(memory) = resources.memory() {
-        let dir = root.join("memory").join(path);
-        if let Some(limit) = memory.limit() {
-            write_file(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
-            // Without a memsw limit the container could swap past its limit.
-            let memsw = dir.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                let total = memory.swap().unwrap_or(limit);
-                write_file(&memsw, &total.to_string())?;
-            }
-        }
-        if let Some(reservation) = memory.reservation() {
-            write_file(
-                &dir.join("memory.soft_limit_in_bytes"),
-                &reservation.to_string(),
-            )?;
-        }
+        memory::apply_v1(&root.join("memory").join(path), memory)?;
     }
     if let Some(cpu) = resources.cpu() {
         let dir = root.join("cpu").join(path);
@@ -60,6 +97,17 @@ pub(super) fn apply(root: &Path, path: &Path, resources: &LinuxResources) -> Res
         if let Some(quota) = cpu.quota() {
             write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
         }
+        apply_realtime(&dir, cpu)?;
+        if cpuset::first_requested(cpu).is_some() {
+            cpuset::apply(&root.join("cpuset").join(path), cpu)?;
+        }
+    }
+    let hugepage_limits = hugetlb::limits(resources);
+    if !hugepage_limits.is_empty() {
+        hugetlb::apply_v1(&root.join("hugetlb").join(path), hugepage_limits)?;
+    }
+    if let Some(net) = resources.network() {
+        network::apply_v1(root, path, net)?;
     }
     if let Some(pids) = resources.pids() {
         let dir = root.join("pids").join(path);
@@ -75,6 +123,35 @@ pub(super) fn apply(root: &Path, path: &Path, resources: &LinuxResources) -> Res
         } else {
             tracing::debug!("no v1 devices controller: device rules not applied");
         }
+    }
+    Ok(())
+}
+
+/// Real-time group scheduling (needs CONFIG_RT_GROUP_SCHED). The kernel
+/// checks a new period against the current runtime and the other way round, so
+/// a period it refuses is tried again after the runtime.
+fn apply_realtime(dir: &Path, cpu: &LinuxCpu) -> Result<()> {
+    let period = cpu.realtime_period().filter(|p| *p != 0);
+    let runtime = cpu.realtime_runtime().filter(|r| *r != 0);
+    let mut period_left = None;
+    if let Some(period) = period {
+        let file = require(dir, "cpu.rt_period_us", RT_PERIOD)?;
+        match write_file(&file, &period.to_string()) {
+            Ok(()) => {}
+            Err(CgroupError::Io { source, .. })
+                if runtime.is_some() && source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                period_left = Some((file, period));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(runtime) = runtime {
+        let file = require(dir, "cpu.rt_runtime_us", RT_RUNTIME)?;
+        write_file(&file, &runtime.to_string())?;
+    }
+    if let Some((file, period)) = period_left {
+        write_file(&file, &period.to_string())?;
     }
     Ok(())
 }

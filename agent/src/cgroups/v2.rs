@@ -6,12 +6,41 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
 use super::{
-    block_io, bpf_attach, device_program, device_rules, io_err, read_file, v1::pids_max,
-    write_file, BpfError, CgroupError, Result,
+    block_io, bpf_attach, cpuset, device_program, device_rules, hugetlb, io_err, memory, network,
+    read_file, v1::pids_max, write_file, BpfError, CgroupError, CgroupVersion, Result,
 };
 
 /// Controllers delegated down to container cgroups, when available.
-const CONTROLLERS: &[&str] = &["cpu", "io", "memory", "pids"];
+const CONTROLLERS: &[&str] = &["cpu", "cpuset", "hugetlb", "io", "memory", "pids"];
+
+/// Refuse, before the cgroup is made, settings v2 does not have.
+pub(super) fn validate(resources: &LinuxResources) -> Result<()> {
+    if let Some(memory) = resources.memory() {
+        memory::validate(memory, CgroupVersion::V2)?;
+    }
+    if let Some(cpu) = resources.cpu() {
+        let realtime = [
+            (
+                "linux.resources.cpu.realtimeRuntime",
+                cpu.realtime_runtime().unwrap_or(0) != 0,
+            ),
+            (
+                "linux.resources.cpu.realtimePeriod",
+                cpu.realtime_period().unwrap_or(0) != 0,
+            ),
+        ];
+        if let Some((setting, _)) = realtime.into_iter().find(|(_, set)| *set) {
+            return Err(CgroupError::Unsupported {
+                setting,
+                reason: "cgroup v2 has no real-time group scheduling".to_owned(),
+            });
+        }
+    }
+    if let Some(net) = resources.network() {
+        network::validate(net, true)?;
+    }
+    Ok(())
+}
 
 /// Enable the controllers in every ancestor's `cgroup.subtree_control`.
 pub(super) fn enable_controllers(root: &Path, dir: &Path) -> Result<()> {
@@ -37,24 +66,10 @@ pub(super) fn enable_controllers(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Apply to the cgroup directory `dir` (after [`validate`]).
 pub(super) fn apply(dir: &Path, resources: &LinuxResources) -> Result<()> {
     if let Some(memory) = resources.memory() {
-        if let Some(limit) = memory.limit() {
-            write_file(&dir.join("memory.max"), &max_or(limit))?;
-            let swap_file = dir.join("memory.swap.max");
-            if swap_file.exists() {
-                // OCI swap is memory+swap; v2 counts swap alone.
-                let swap = match memory.swap() {
-                    None => "0".to_owned(),
-                    Some(total) if total < 0 || limit < 0 => "max".to_owned(),
-                    Some(total) => (total - limit).max(0).to_string(),
-                };
-                write_file(&swap_file, &swap)?;
-            }
-        }
-        if let Some(reservation) = memory.reservation() {
-            write_file(&dir.join("memory.low"), &max_or(reservation))?;
-        }
+        memory::apply_v2(dir, memory)?;
     }
     if let Some(cpu) = resources.cpu() {
         if cpu.quota().is_some() || cpu.period().is_some() {
@@ -67,6 +82,11 @@ pub(super) fn apply(dir: &Path, resources: &LinuxResources) -> Result<()> {
             let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
             write_file(&dir.join("cpu.weight"), &weight.to_string())?;
         }
+        cpuset::apply(dir, cpu)?;
+    }
+    let hugepage_limits = hugetlb::limits(resources);
+    if !hugepage_limits.is_empty() {
+        hugetlb::apply_v2(dir, hugepage_limits)?;
     }
     if let Some(pids) = resources.pids() {
         write_file(&dir.join("pids.max"), &pids_max(pids.limit()))?;
@@ -103,7 +123,8 @@ fn apply_devices(dir: &Path, spec_rules: &[LinuxDeviceCgroup]) -> Result<()> {
     }
 }
 
-fn max_or(value: i64) -> String {
+/// `value`, or `max` for a negative (unlimited) one.
+pub(super) fn max_or(value: i64) -> String {
     if value < 0 {
         "max".to_owned()
     } else {
