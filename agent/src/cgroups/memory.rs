@@ -4,6 +4,10 @@
 //! deprecated and ignored; v2 has no swappiness and no OOM-killer switch (the
 //! first is refused, the second ignored). Unlike runc, a memory limit without a
 //! swap setting allows no swap beyond the limit, where the kernel accounts swap.
+//!
+//! A swap limit the kernel has no file for (no swap accounting) is refused when
+//! it would restrict something, except on a kernel without swap at all (like
+//! berth's guest kernel), where no container can swap and the limit holds.
 
 use std::path::Path;
 
@@ -74,9 +78,19 @@ pub(super) fn validate(memory: &LinuxMemory, version: CgroupVersion) -> Result<(
     Ok(())
 }
 
+/// A swap limit the kernel has no `file` for in `dir`: an error if the limit
+/// restricts swap on a kernel that has swap, otherwise nothing to do.
+fn unaccounted_swap(dir: &Path, file: &str, restricts: bool, kernel_has_swap: bool) -> Result<()> {
+    if restricts && kernel_has_swap {
+        require(dir, file, SWAP)?;
+    }
+    tracing::debug!("{SWAP}: this kernel has no {file}, and nothing to limit");
+    Ok(())
+}
+
 /// Apply to the v1 memory cgroup directory `dir`.
-pub(super) fn apply_v1(dir: &Path, memory: &LinuxMemory) -> Result<()> {
-    limits_v1(dir, memory)?;
+pub(super) fn apply_v1(dir: &Path, memory: &LinuxMemory, kernel_has_swap: bool) -> Result<()> {
+    limits_v1(dir, memory, kernel_has_swap)?;
     if let Some(reservation) = memory.reservation() {
         write_file(
             &dir.join("memory.soft_limit_in_bytes"),
@@ -104,13 +118,15 @@ pub(super) fn apply_v1(dir: &Path, memory: &LinuxMemory) -> Result<()> {
 /// The memory and memory+swap limits. The kernel keeps the first no larger than
 /// the second at every step, so the order of the two writes depends on the
 /// current limit (raising both writes memory+swap first).
-fn limits_v1(dir: &Path, memory: &LinuxMemory) -> Result<()> {
+fn limits_v1(dir: &Path, memory: &LinuxMemory, kernel_has_swap: bool) -> Result<()> {
+    const MEMSW: &str = "memory.memsw.limit_in_bytes";
     let limit_file = dir.join("memory.limit_in_bytes");
-    let memsw_file = dir.join("memory.memsw.limit_in_bytes");
+    let memsw_file = dir.join(MEMSW);
     let memsw = match (swap(memory), memory.limit()) {
+        (Some(total), _) if memsw_file.exists() => Some(total),
         (Some(total), _) => {
-            require(dir, "memory.memsw.limit_in_bytes", SWAP)?;
-            Some(total)
+            unaccounted_swap(dir, MEMSW, total > 0, kernel_has_swap)?;
+            None
         }
         // Without it the container could swap past its limit.
         (None, Some(limit)) if memsw_file.exists() => Some(limit),
@@ -147,7 +163,7 @@ pub(super) fn memsw_first(current_limit: u64, memsw: i64) -> bool {
 }
 
 /// Apply to the v2 cgroup directory `dir` (after [`validate`]).
-pub(super) fn apply_v2(dir: &Path, memory: &LinuxMemory) -> Result<()> {
+pub(super) fn apply_v2(dir: &Path, memory: &LinuxMemory, kernel_has_swap: bool) -> Result<()> {
     let limit = memory.limit();
     if let Some(limit) = limit {
         write_file(&dir.join("memory.max"), &max_or(limit))?;
@@ -163,10 +179,10 @@ pub(super) fn apply_v2(dir: &Path, memory: &LinuxMemory) -> Result<()> {
     };
     if let Some(swap_max) = swap_max {
         let file = dir.join("memory.swap.max");
-        if swap(memory).is_some() {
-            write_file(&require(dir, "memory.swap.max", SWAP)?, &swap_max)?;
-        } else if file.exists() {
+        if file.exists() {
             write_file(&file, &swap_max)?;
+        } else if swap(memory).is_some() {
+            unaccounted_swap(dir, "memory.swap.max", swap_max != "max", kernel_has_swap)?;
         }
     }
     if let Some(reservation) = memory.reservation() {

@@ -38,6 +38,9 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where the kernel lists the huge page sizes it supports.
 pub const HUGEPAGES_DIR: &str = "/sys/kernel/mm/hugepages";
 
+/// Present when the kernel supports swap (CONFIG_SWAP), whether or not any is on.
+pub const PROC_SWAPS: &str = "/proc/swaps";
+
 /// A failure while managing a cgroup.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -123,6 +126,8 @@ pub struct Cgroup {
     path: PathBuf,
     /// The kernel's huge page sizes (`hugepages-<N>kB` directories).
     hugepages: PathBuf,
+    /// The kernel's swap areas: absent when it has no swap at all.
+    swaps: PathBuf,
 }
 
 impl Cgroup {
@@ -149,6 +154,7 @@ impl Cgroup {
             version,
             path,
             hugepages: PathBuf::from(HUGEPAGES_DIR),
+            swaps: PathBuf::from(PROC_SWAPS),
         }
     }
 
@@ -195,9 +201,10 @@ impl Cgroup {
         let Some(resources) = resources else {
             return Ok(());
         };
+        let kernel_has_swap = self.swaps.exists();
         match self.version {
-            CgroupVersion::V1 => v1::apply(&self.root, &self.path, resources),
-            CgroupVersion::V2 => v2::apply(&self.root.join(&self.path), resources),
+            CgroupVersion::V1 => v1::apply(&self.root, &self.path, resources, kernel_has_swap),
+            CgroupVersion::V2 => v2::apply(&self.root.join(&self.path), resources, kernel_has_swap),
         }
     }
 

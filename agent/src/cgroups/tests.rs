@@ -766,6 +766,17 @@ fn with_memory(edit: impl FnOnce(&mut LinuxMemory)) -> LinuxResources {
     resources
 }
 
+/// A fake `/proc/swaps` under `root`: present when the kernel has swap.
+fn kernel_swaps(root: &Path, has_swap: bool) -> std::path::PathBuf {
+    let path = root.join("proc-swaps");
+    if has_swap {
+        fs::write(&path, "Filename\tType\tSize\tUsed\tPriority\n").expect("w");
+    } else if path.exists() {
+        fs::remove_file(&path).expect("rm");
+    }
+    path
+}
+
 /// A v1 memory cgroup directory `memory/c` with every file the spec can fill.
 fn v1_memory_root() -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("tempdir");
@@ -849,24 +860,37 @@ fn v1_memory_the_kernel_lacks_fails_only_when_asked_for() {
     })))
     .expect("kernelTCP unset");
 
-    // Without swap accounting an explicit swap limit fails; an implicit one is skipped.
+    // Without swap accounting an explicit swap limit fails; an implicit or
+    // unlimited one is skipped.
     fs::remove_file(dir.join("memory.memsw.limit_in_bytes")).expect("rm");
-    let err = cg
-        .create(Some(&with_memory(|m| {
+    let mut cg = cg;
+    cg.swaps = kernel_swaps(r, true);
+    let swap_limit = |swap| {
+        with_memory(|m| {
             m.set_limit(Some(64 << 20));
-            m.set_swap(Some(128 << 20));
-        })))
+            m.set_swap(Some(swap));
+        })
+    };
+    let err = cg
+        .create(Some(&swap_limit(128 << 20)))
         .expect_err("no memsw");
     assert!(
         err.to_string()
             .contains("memory.swap is not supported here: this kernel provides no memory.memsw"),
         "{err}"
     );
+    cg.create(Some(&swap_limit(-1))).expect("unlimited swap");
     cg.create(Some(&with_memory(|m| {
-        m.set_limit(Some(64 << 20));
+        m.set_limit(Some(32 << 20));
     })))
     .expect("no swap asked for");
+    assert_eq!(read(&dir.join("memory.limit_in_bytes")), "33554432");
+    // A kernel without swap cannot swap past any limit.
+    cg.swaps = kernel_swaps(r, false);
+    cg.create(Some(&swap_limit(128 << 20)))
+        .expect("no swap at all");
     assert_eq!(read(&dir.join("memory.limit_in_bytes")), "67108864");
+    assert!(!dir.join("memory.memsw.limit_in_bytes").exists());
 
     fs::remove_file(dir.join("memory.swappiness")).expect("rm");
     let err = cg
@@ -1002,19 +1026,30 @@ fn v2_memory_swap_reservation_and_what_v2_lacks() {
         .expect_err("swap without limit");
     assert!(err.to_string().contains("needs a memory limit"), "{err}");
 
-    // Without swap accounting: an explicit swap limit fails, an implicit one is skipped.
+    // Without swap accounting: an explicit swap limit fails, an implicit or
+    // unlimited one is skipped.
     fs::remove_file(dir.join("memory.swap.max")).expect("rm");
-    let err = cg
-        .create(Some(&with_memory(|m| {
+    let mut cg = cg;
+    cg.swaps = kernel_swaps(r, true);
+    let swap_limit = |swap| {
+        with_memory(|m| {
             m.set_limit(Some(64 << 20));
-            m.set_swap(Some(96 << 20));
-        })))
+            m.set_swap(Some(swap));
+        })
+    };
+    let err = cg
+        .create(Some(&swap_limit(96 << 20)))
         .expect_err("no swap.max");
     assert!(err.to_string().contains("no memory.swap.max in"), "{err}");
+    cg.create(Some(&swap_limit(-1))).expect("unlimited swap");
     cg.create(Some(&with_memory(|m| {
         m.set_limit(Some(64 << 20));
     })))
     .expect("no swap asked for");
+    // A kernel without swap (berth's guest kernel) cannot swap past any limit.
+    cg.swaps = kernel_swaps(r, false);
+    cg.create(Some(&swap_limit(96 << 20)))
+        .expect("no swap at all");
     assert!(!dir.join("memory.swap.max").exists());
 }
 

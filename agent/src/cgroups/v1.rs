@@ -82,9 +82,14 @@ pub(super) fn create_dir(hierarchy: &Path, path: &Path) -> Result<()> {
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))
 }
 
-pub(super) fn apply(root: &Path, path: &Path, resources: &LinuxResources) -> Result<()> {
+pub(super) fn apply(
+    root: &Path,
+    path: &Path,
+    resources: &LinuxResources,
+    kernel_has_swap: bool,
+) -> Result<()> {
     if let Some(memory) = resources.memory() {
-        memory::apply_v1(&root.join("memory").join(path), memory)?;
+        memory::apply_v1(&root.join("memory").join(path), memory, kernel_has_swap)?;
     }
     if let Some(cpu) = resources.cpu() {
         let dir = root.join("cpu").join(path);

@@ -67,9 +67,9 @@ pub(super) fn enable_controllers(root: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Apply to the cgroup directory `dir` (after [`validate`]).
-pub(super) fn apply(dir: &Path, resources: &LinuxResources) -> Result<()> {
+pub(super) fn apply(dir: &Path, resources: &LinuxResources, kernel_has_swap: bool) -> Result<()> {
     if let Some(memory) = resources.memory() {
-        memory::apply_v2(dir, memory)?;
+        memory::apply_v2(dir, memory, kernel_has_swap)?;
     }
     if let Some(cpu) = resources.cpu() {
         if cpu.quota().is_some() || cpu.period().is_some() {
