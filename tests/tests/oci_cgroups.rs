@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_e2e::oci::{cgroup_dirs, unique, Env};
+use berth_e2e::oci::{cgroup_dirs, unique, vm_bundle, vm_env, walkdir, Env};
 use serde_json::{json, Value};
 
 const V1: &str = "/sys/fs/cgroup";
@@ -269,4 +269,84 @@ fn what_the_hierarchy_lacks_is_refused_and_leaves_nothing() {
         }
     }
     println!("{checked} refusals checked");
+}
+
+/// Run a vm-mode container with `resources` added to the spec's and `args`;
+/// returns the exit code and output.
+fn vm_run(env: &Env, name: &str, args: &[&str], resources: Value) -> (i32, String) {
+    let id = unique(name);
+    let bundle = vm_bundle(env, name, args);
+    let path = bundle.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (key, value) in resources.as_object().unwrap() {
+        config["linux"]["resources"][key] = value.clone();
+    }
+    // Device rules are not this test's subject: allowing everything needs no
+    // device program, which the guest kernel may lack.
+    config["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id])
+}
+
+#[test]
+fn vm_cgroup_v2_applies_memory_settings_and_refuses_what_it_lacks() {
+    let Some(env) = vm_env() else { return };
+    // The container's cgroup in the guest, seen through the spec's cgroup mount
+    // (a bind of the guest's whole hierarchy).
+    let script = format!(
+        "cd /sys/fs/cgroup/berth-runtime/{} && cat memory.max memory.low && \
+         {{ cat memory.swap.max 2>/dev/null || echo no-swap; }}",
+        unique("vm-memory")
+    );
+    let (code, text) = vm_run(
+        &env,
+        "vm-memory",
+        &["sh", "-c", &script],
+        json!({"memory": {
+            "limit": 64 << 20,
+            "swap": 96 << 20,
+            "reservation": 16 << 20,
+            "disableOOMKiller": true,
+            "kernel": 1 << 20,
+        }}),
+    );
+    assert_eq!(code, 0, "{text}");
+    let values: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(values[..2], ["67108864", "16777216"], "{text}");
+    // A guest kernel without swap has no swap.max, and the memory+swap limit
+    // is accepted (nothing can swap); with swap, v2 limits swap alone.
+    assert!(matches!(values[2], "no-swap" | "33554432"), "{text}");
+
+    for (name, resources, needle) in [
+        (
+            "vm-swappiness",
+            json!({"memory": {"swappiness": 10}}),
+            "linux.resources.memory.swappiness is not supported here: cgroup v2 has no per-cgroup swappiness",
+        ),
+        (
+            "vm-kernel-tcp",
+            json!({"memory": {"kernelTCP": 1 << 20}}),
+            "linux.resources.memory.kernelTCP is not supported here: cgroup v2 has no separate TCP buffer limit",
+        ),
+        (
+            "vm-classid",
+            json!({"network": {"classID": 1048577}}),
+            "linux.resources.network.classID is not supported here: cgroup v2 has no net_cls or net_prio controller",
+        ),
+        (
+            "vm-realtime",
+            json!({"cpu": {"realtimeRuntime": 1000}}),
+            "linux.resources.cpu.realtimeRuntime is not supported here: cgroup v2 has no real-time",
+        ),
+    ] {
+        let (code, text) = vm_run(&env, name, &["true"], resources);
+        assert_ne!(code, 0, "{name}: {text}");
+        assert!(text.contains(needle), "{name}: {text}");
+        // vm-probe.json caches what the host can run, for every container.
+        let left: Vec<_> = walkdir(&env.root())
+            .into_iter()
+            .filter(|p| !p.ends_with("vm-probe.json"))
+            .collect();
+        assert!(left.is_empty(), "{name}: {text}\nleft: {left:?}");
+    }
 }
