@@ -197,8 +197,7 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
     let plan = namespaces::plan(linux).map_err(SpawnError::Namespaces)?;
     if !plan.has_mount {
         // The runtime's mount table is shared: nothing may be mounted in it.
-        no_mount_namespace::check(&setup.spec, &setup.rootfs, setup.no_pivot)
-            .map_err(SpawnError::InvalidSpec)?;
+        no_mount_namespace::check(&setup.spec, setup.no_pivot).map_err(SpawnError::InvalidSpec)?;
         let mounts = setup.spec.mounts().as_ref().map_or(0, Vec::len);
         if mounts > 0 {
             tracing::warn!(
@@ -510,13 +509,12 @@ fn container_main(
         rootfs::finish(&sys, &setup.spec, &root, &options)?;
         state
     } else {
-        let root = no_mount_namespace::root_dir(&setup.rootfs)?;
         if exec_fifo.is_some() {
             // No /proc will be mounted in the chroot to reopen the FIFO through.
             proc_dir = Some(child::open_proc()?);
         }
         let state = run_create_hooks(hooks, report, sync)?;
-        no_mount_namespace::enter(&sys, &setup.spec, root)?;
+        no_mount_namespace::enter(&sys, &setup.spec, &setup.rootfs)?;
         state
     };
     let start_hooks = match (hooks, &state) {

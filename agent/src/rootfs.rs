@@ -37,9 +37,6 @@ pub enum RootfsError {
     /// An unknown `rootfsPropagation` value.
     #[error("unknown rootfs propagation {0:?}")]
     Propagation(String),
-    /// Something that needs mounting, for a container without a mount namespace.
-    #[error("{0} needs a mount namespace")]
-    NeedsMountNamespace(&'static str),
 }
 
 type Result<T> = std::result::Result<T, RootfsError>;

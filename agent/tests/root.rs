@@ -312,7 +312,7 @@ fn containers_as_root() {
     assert!(!mounted_under(tmp.path()), "mounts left behind");
 
     joined_pid_namespace(&path);
-    no_mount_namespace(&root);
+    no_mount_namespace(&root, tmp.path());
 }
 
 /// A container joining another's pid namespace by path: the pid returned is the
@@ -364,7 +364,7 @@ fn joined_pid_namespace(path: &dyn Fn() -> Rootfs) {
 
 /// Without a mount namespace the process shares our mount table, chrooted into
 /// its root; nothing is mounted for it, and what needs mounting is refused.
-fn no_mount_namespace(root: &Path) {
+fn no_mount_namespace(root: &Path, tmp: &Path) {
     let plain = |args: &[&str]| {
         let mut spec = with_namespace(spec(args, None), LinuxNamespaceType::Mount, None);
         if let Some(linux) = spec.linux_mut() {
@@ -407,6 +407,42 @@ fn no_mount_namespace(root: &Path) {
     names.sort();
     assert_eq!((text, code), (format!("{}\nbox\n", names.join("\n")), 0));
     assert!(!mounted_under(root), "a mount left behind");
+    assert_eq!(root_mount(), root_before, "the propagation of / changed");
+
+    // An overlay root (the guest agent's) is mounted, entered and detached from
+    // our table at once: it lives on as the process's root only.
+    let dirs: Vec<PathBuf> = ["nomnt-upper", "nomnt-work", "nomnt-merged"]
+        .iter()
+        .map(|d| tmp.join(d))
+        .collect();
+    for d in &dirs {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let overlay = Rootfs::Overlay {
+        lower: vec![root.to_path_buf()],
+        upper: dirs[0].clone(),
+        work: dirs[1].clone(),
+        target: dirs[2].clone(),
+    };
+    let (stdio, out) = pipes();
+    let spawned = spawn(ContainerSetup {
+        id: "no-mount-ns-overlay".into(),
+        spec: plain(&["sh", "-c", "read x; echo hi > /f; cat /f; ls /bin/busybox"]),
+        rootfs: overlay,
+        stdio,
+        init: false,
+        no_pivot: false,
+    })
+    .expect("spawn an overlay root without a mount namespace");
+    assert!(!mounted_under(tmp), "the overlay stayed on our mount table");
+    nix::unistd::write(&out.stdin, b"go\n").expect("release");
+    let (text, code) = finish(spawned.pid, out);
+    assert_eq!((text.as_str(), code), ("hi\n/bin/busybox\n", 0));
+    assert_eq!(
+        fs::read_to_string(dirs[0].join("f")).expect("upper"),
+        "hi\n"
+    );
+    assert!(fs::read_dir(&dirs[2]).expect("target").next().is_none());
     assert_eq!(root_mount(), root_before, "the propagation of / changed");
 
     let mut masked = plain(&["true"]);
