@@ -45,6 +45,8 @@ pub(crate) enum ChildError {
     Fifo(#[source] Errno),
     #[error("failed to open /proc to reopen the exec FIFO from the chroot")]
     ProcDir(#[source] Errno),
+    #[error("failed to enter the root of container process {0}")]
+    EnterRoot(nix::unistd::Pid, #[source] Errno),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
     #[error("failed to join the container's cgroup")]
@@ -202,6 +204,21 @@ pub(crate) fn fork_into_pid_namespace(report: BorrowedFd<'_>) -> Result<(), Chil
         }
         Err(e) => Err(ChildError::Fork(e)),
     }
+}
+
+/// chroot into the root directory of process `pid` (/proc/PID/root), for a
+/// process joining a container that has no mount namespace of its own.
+pub(crate) fn enter_root_of(pid: nix::unistd::Pid) -> Result<(), ChildError> {
+    let failed = |errno| ChildError::EnterRoot(pid, errno);
+    let root = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(failed)?;
+    nix::unistd::fchdir(&root).map_err(failed)?;
+    nix::unistd::chroot(".").map_err(failed)?;
+    nix::unistd::chdir("/").map_err(failed)
 }
 
 /// The report pipe and the exec FIFO of [`run_process_after_fifo`].

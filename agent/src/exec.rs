@@ -136,6 +136,15 @@ fn intermediate(
         cgroup.add_process(getpid()).map_err(ChildError::Cgroup)?;
     }
     namespaces::join(joined.namespaces)?;
+    if !joined
+        .namespaces
+        .iter()
+        .any(|(flag, _)| *flag == CloneFlags::CLONE_NEWNS)
+    {
+        // The container shares our mount namespace (it has none of its own) and
+        // lives chrooted in its root: so does the exec'd process.
+        child::enter_root_of(setup.container_pid)?;
+    }
     let mut fds = setup.stdio.raw_fds();
     fds.push(report.as_raw_fd());
     // The joined pid namespace applies to children: fork the command.

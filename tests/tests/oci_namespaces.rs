@@ -138,6 +138,11 @@ fn without_a_mount_namespace_the_process_shares_the_hosts_mount_table_and_nothin
     names.sort();
     let seen = std::fs::read_to_string(rootfs.join("seen")).unwrap();
     assert_eq!(seen.lines().collect::<Vec<_>>(), names);
+    // An exec'd process joins it in its root, not ours.
+    let listed = env.ok(&["exec", &id, "ls", "/"]);
+    names.push("done".to_owned());
+    names.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), names);
 
     env.ok(&["kill", &id, "KILL"]);
     env.wait_status(&id, "stopped");
