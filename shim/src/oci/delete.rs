@@ -60,12 +60,7 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> Result<(), DeleteError> {
     if record.vm.is_some() {
         super::vm::delete(global, &record);
         remove_state(global, &args.id)?;
-        if let Some(spec) = spec {
-            if let Err(e) = hooks::run(&spec, Point::Poststop, &record.state_json(Status::Stopped))
-            {
-                eprintln!("berth-runtime: warning: {}", crate::error_chain(&e));
-            }
-        }
+        run_poststop(global, spec.as_ref(), &record);
         return Ok(());
     }
     if let Ok(cgroup) = record.cgroup() {
@@ -81,12 +76,16 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> Result<(), DeleteError> {
         }
     }
     remove_state(global, &args.id)?;
-    if let Some(spec) = spec {
-        if let Err(e) = hooks::run(&spec, Point::Poststop, &record.state_json(Status::Stopped)) {
-            eprintln!("berth-runtime: warning: {}", crate::error_chain(&e));
-        }
-    }
+    run_poststop(global, spec.as_ref(), &record);
     Ok(())
+}
+
+/// The container is gone: a failing poststop hook is only a warning.
+fn run_poststop(global: &Global, spec: Option<&oci_spec::runtime::Spec>, record: &Record) {
+    if let Some(spec) = spec {
+        let state = record.state_json(Status::Stopped);
+        hooks::run_warning_on_failure(global, spec, Point::Poststop, &state);
+    }
 }
 
 /// SIGKILL the process (thawing it first) and wait for it to go.

@@ -2,6 +2,8 @@
 
 use oci_spec::runtime::{Hook, Spec};
 
+use super::cli::Global;
+
 /// The hooks of a point could not be run, or one failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -51,14 +53,47 @@ pub fn hooks_for(spec: &Spec, point: Point) -> Vec<Hook> {
 /// [`berth_agent::spawn_with`] instead, at their moments.
 pub fn run(spec: &Spec, point: Point, state: &serde_json::Value) -> Result<(), HookError> {
     let input = serde_json::to_vec(state).map_err(HookError::State)?;
-    let name = match point {
-        Point::Prestart => "Prestart",
-        Point::CreateRuntime => "CreateRuntime",
-        Point::CreateContainer => "CreateContainer",
-        Point::StartContainer => "StartContainer",
-        Point::Poststart => "Poststart",
-        Point::Poststop => "Poststop",
-    };
-    berth_agent::hooks::run_all(name, &hooks_for(spec, point), &input)?;
+    berth_agent::hooks::run_all(point.name(), &hooks_for(spec, point), &input)?;
     Ok(())
+}
+
+/// Run every hook of `point` in order, as the runtime spec wants for poststart and
+/// poststop: a failing hook is logged as a warning (on stderr and in `--log`) and
+/// the remaining ones still run.
+pub fn run_warning_on_failure(
+    global: &Global,
+    spec: &Spec,
+    point: Point,
+    state: &serde_json::Value,
+) {
+    let input = match serde_json::to_vec(state) {
+        Ok(input) => input,
+        Err(e) => return warn(global, &HookError::State(e)),
+    };
+    for hook in hooks_for(spec, point) {
+        let one = std::slice::from_ref(&hook);
+        if let Err(e) = berth_agent::hooks::run_all(point.name(), one, &input) {
+            warn(global, &HookError::Failed(e));
+        }
+    }
+}
+
+fn warn(global: &Global, error: &HookError) {
+    let message = crate::error_chain(error);
+    eprintln!("berth-runtime: warning: {message}");
+    super::log_line(global, "warning", &message);
+}
+
+impl Point {
+    /// The point's name in the runtime spec, as hook errors give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Point::Prestart => "Prestart",
+            Point::CreateRuntime => "CreateRuntime",
+            Point::CreateContainer => "CreateContainer",
+            Point::StartContainer => "StartContainer",
+            Point::Poststart => "Poststart",
+            Point::Poststop => "Poststop",
+        }
+    }
 }

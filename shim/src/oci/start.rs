@@ -9,7 +9,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::cli::Global;
 use super::container::{self, Record, RecordError, Status, EXEC_FIFO};
-use super::hooks::{self, HookError, Point};
+use super::hooks::{self, Point};
 use super::vm::VmModeError;
 
 /// A created container could not be started.
@@ -21,8 +21,6 @@ pub enum StartError {
     Stopped,
     #[error("cannot start an already running container")]
     AlreadyRunning,
-    #[error(transparent)]
-    Hook(#[from] HookError),
     #[error(transparent)]
     Vm(#[from] VmModeError),
     #[error("cannot open the exec FIFO")]
@@ -58,10 +56,13 @@ pub fn start_record(global: &Global, record: &Record) -> Result<(), StartError> 
     } else {
         release(global, record)?;
     }
-    if let Err(e) = hooks::run(&spec, Point::Poststart, &record.state_json(Status::Running)) {
-        // runc warns and carries on: the container is already running.
-        eprintln!("berth-runtime: warning: {}", crate::error_chain(&e));
-    }
+    // A failing poststart hook is a warning: the container is already running.
+    hooks::run_warning_on_failure(
+        global,
+        &spec,
+        Point::Poststart,
+        &record.state_json(Status::Running),
+    );
     Ok(())
 }
 
