@@ -42,8 +42,6 @@ pub enum BundleError {
     NoRoot { path: PathBuf },
     #[error("rootfs {} does not exist or is not a directory", path.display())]
     NoRootfs { path: PathBuf },
-    #[error("invalid {}: process is missing", path.display())]
-    NoProcess { path: PathBuf },
 }
 
 /// A pid file could not be written.
@@ -152,9 +150,6 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, BundleError> {
     let rootfs = dir.join(root.path());
     if !rootfs.is_dir() {
         return Err(BundleError::NoRootfs { path: rootfs });
-    }
-    if spec.process().is_none() {
-        return Err(BundleError::NoProcess { path: config });
     }
     Ok(Bundle { dir, spec, rootfs })
 }
@@ -321,7 +316,7 @@ fn create_in(
     });
     let setup = ContainerSetup {
         id: args.id.clone(),
-        spec: spec.clone(),
+        spec: with_process_to_hold(&spec),
         rootfs: Rootfs::Path(bundle.rootfs.clone()),
         stdio,
         init: false,
@@ -349,6 +344,23 @@ fn create_in(
         write_pid_file(pid_file, pid)?;
     }
     Ok(record)
+}
+
+/// The spec to set the container up with. The runtime spec makes `process`
+/// optional until `start` (which then refuses); without one, the container is
+/// still set up and its init held before execve, as with any other, but with a
+/// stand-in process: root in `/`, running the init's own image, which exists
+/// wherever /proc is mounted (holding at the exec FIFO needs /proc anyway). The
+/// stand-in is never executed: `start` refuses a spec without a process.
+pub fn with_process_to_hold(spec: &Spec) -> Spec {
+    let mut spec = spec.clone();
+    if spec.process().is_none() {
+        let mut process = oci_spec::runtime::Process::default();
+        process.set_args(Some(vec!["/proc/self/exe".to_owned()]));
+        process.set_terminal(Some(false));
+        spec.set_process(Some(process));
+    }
+    spec
 }
 
 /// Every descriptor `--preserve-fds` passes on (3 to 3+count-1) must be open.

@@ -21,6 +21,8 @@ pub enum StartError {
     Stopped,
     #[error("cannot start an already running container")]
     AlreadyRunning,
+    #[error("container {id} has no process to start: its config.json has no \"process\"")]
+    NoProcess { id: String },
     #[error(transparent)]
     Vm(#[from] VmModeError),
     #[error("cannot open the exec FIFO")]
@@ -49,6 +51,13 @@ pub fn start_record(global: &Global, record: &Record) -> Result<(), StartError> 
         Status::Running | Status::Paused => return Err(StartError::AlreadyRunning),
     }
     let spec = record.spec(global)?;
+    // The spec makes `process` optional until start: create held the container's
+    // init at the exec FIFO (or the guest's at its gate), and it stays there.
+    if spec.process().is_none() {
+        return Err(StartError::NoProcess {
+            id: record.id.clone(),
+        });
+    }
     // startContainer hooks run in the container: before the FIFO is answered, or
     // in the guest (with createContainer) when the VM starts the container.
     if record.vm.is_some() {

@@ -141,12 +141,13 @@ pub fn wanted(global: &Global, spec: &Spec) -> bool {
     annotated || global.runtime_mode.as_deref() == Some("vm")
 }
 
-/// The spec as the guest agent gets it: no host bind mounts, no namespace paths
+/// The spec as the guest agent gets it: a stand-in process when there is none
+/// (see [`super::create::with_process_to_hold`]), no host bind mounts, no namespace paths
 /// (they name host namespaces), and of the hooks only createContainer and
 /// startContainer, which run in the container's namespaces, so in the guest;
 /// the others run on the host.
 pub fn guest_spec(spec: &Spec) -> Spec {
-    let mut spec = spec.clone();
+    let mut spec = super::create::with_process_to_hold(spec);
     let guest_hooks = spec.hooks().as_ref().and_then(|hooks| {
         let mut kept = Hooks::default();
         kept.set_create_container(hooks.create_container().clone());
