@@ -190,6 +190,10 @@ pub fn create_container(global: &Global, args: &CreateArgs) -> Result<Record, Cr
     container::validate_id(&args.id)?;
     let bundle = load_bundle(&args.bundle)?;
     check_preserved_fds(args.preserve_fds)?;
+    // What a VM cannot run is refused before anything is made.
+    if super::vm::wanted(global, &bundle.spec) {
+        super::vm::check_spec(global, &bundle.spec, &bundle.dir).map_err(VmModeError::from)?;
+    }
     let terminal = bundle
         .spec
         .process()

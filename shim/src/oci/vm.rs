@@ -37,7 +37,7 @@ use berth_agent::protocol::{
 };
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{Hooks, Spec};
+use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use super::cli::{CreateArgs, ExecArgs, Global, VmRelayArgs};
@@ -48,10 +48,15 @@ use crate::runtime::vm::client::{self, Agent, ClientError};
 use crate::runtime::vm::{self, hypervisor, Accel, VmError, VmInfo};
 
 mod exec;
+mod spec;
+
+pub use self::spec::{check as check_spec, guest_spec, GuestSpecError};
 
 /// A vm-mode container could not be created, reached or relayed.
 #[derive(Debug, thiserror::Error)]
 pub enum VmModeError {
+    #[error(transparent)]
+    Spec(#[from] GuestSpecError),
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error(transparent)]
@@ -139,37 +144,6 @@ pub fn wanted(global: &Global, spec: &Spec) -> bool {
         .and_then(|a| a.get(RUNTIME_ANNOTATION))
         .is_some_and(|v| v == "vm");
     annotated || global.runtime_mode.as_deref() == Some("vm")
-}
-
-/// The spec as the guest agent gets it: a stand-in process when there is none
-/// (see [`super::create::with_process_to_hold`]), no host bind mounts, no namespace paths
-/// (they name host namespaces), and of the hooks only createContainer and
-/// startContainer, which run in the container's namespaces, so in the guest;
-/// the others run on the host.
-pub fn guest_spec(spec: &Spec) -> Spec {
-    let mut spec = super::create::with_process_to_hold(spec);
-    let guest_hooks = spec.hooks().as_ref().and_then(|hooks| {
-        let mut kept = Hooks::default();
-        kept.set_create_container(hooks.create_container().clone());
-        kept.set_start_container(hooks.start_container().clone());
-        let some = |h: &Option<Vec<_>>| h.as_ref().is_some_and(|v| !v.is_empty());
-        (some(kept.create_container()) || some(kept.start_container())).then_some(kept)
-    });
-    spec.set_hooks(guest_hooks);
-    if let Some(mounts) = spec.mounts().clone() {
-        let kept = mounts
-            .into_iter()
-            .filter(|m| m.typ().as_deref() != Some("bind"))
-            .collect();
-        spec.set_mounts(Some(kept));
-    }
-    if let Some(linux) = spec.linux_mut() {
-        if let Some(ns) = linux.namespaces().clone() {
-            let kept = ns.into_iter().filter(|n| n.path().is_none()).collect();
-            linux.set_namespaces(Some(kept));
-        }
-    }
-    spec
 }
 
 fn is_dev_null(fd: i32) -> bool {
