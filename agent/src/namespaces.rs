@@ -139,7 +139,8 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The process must fork to be in its pid namespace (a joined one, or one
-    /// unshared rather than cloned); the first process stays as a supervisor.
+    /// unshared rather than cloned); the first process reports its child's pid
+    /// and exits, and the child is the container's process.
     pub fn forks_into_pid_namespace(&self) -> bool {
         self.join_pid.is_some() || self.unshare_flags.contains(CloneFlags::CLONE_NEWPID)
     }
