@@ -116,9 +116,10 @@ pub enum SpawnError {
     Cgroup {
         /// The cgroups path.
         path: String,
-        /// What went wrong.
+        /// What went wrong (boxed: it is the largest cause and would make every
+        /// spawn result that size).
         #[source]
-        source: CgroupError,
+        source: Box<CgroupError>,
     },
     /// A prestart or createRuntime hook failed (the container was removed).
     #[error(transparent)]
@@ -281,7 +282,10 @@ pub fn spawn_with(setup: ContainerSetup, mut options: SpawnOptions) -> Result<Sp
             Ok(cgroup) => Some(cgroup),
             Err(source) => {
                 started.abort();
-                return Err(SpawnError::Cgroup { path, source });
+                return Err(SpawnError::Cgroup {
+                    path,
+                    source: Box::new(source),
+                });
             }
         },
         None => None,

@@ -74,7 +74,7 @@ pub fn spawn_exec(setup: ExecSetup) -> Result<Spawned, SpawnError> {
     let cgroup = match &setup.cgroups_path {
         Some(path) => Some(Cgroup::open(path).map_err(|source| SpawnError::Cgroup {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?),
         None => None,
     };

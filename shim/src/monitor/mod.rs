@@ -29,14 +29,15 @@ pub enum MonitorError {
     #[error("could not start container {name}")]
     Start {
         name: String,
+        /// Boxed: a runtime error is large, and this enum travels in every result.
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
     #[error("could not release the resources of container {name}")]
     Release {
         name: String,
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
     #[error("could not supervise the container's input and output")]
     Io(#[from] io::Error),
@@ -100,7 +101,7 @@ fn launch(
     let runtime =
         runtime::for_name(&record.host.runtime).map_err(|source| MonitorError::Start {
             name: record.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let (io, stdio) = session::wire(wiring)?;
     let launched = runtime.start(Launch {
@@ -117,7 +118,7 @@ fn launch(
             store.save_state(id, &state)?;
             let error = MonitorError::Start {
                 name: record.name.clone(),
-                source,
+                source: Box::new(source),
             };
             if record.host.auto_remove {
                 drop(_lock);
@@ -150,7 +151,7 @@ fn finish(
     let runtime =
         runtime::for_name(&record.host.runtime).map_err(|source| MonitorError::Release {
             name: record.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let oom_killed = runtime.oom_killed(record);
     let released = runtime.release(record);
@@ -169,7 +170,7 @@ fn finish(
     }
     released.map_err(|source| MonitorError::Release {
         name: record.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     if record.host.auto_remove {
         store.remove(&record.id)?;
