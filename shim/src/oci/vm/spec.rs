@@ -12,6 +12,9 @@
 //!   `/dev/shm` and `/run/.containerenv`), so they are left out rather than refused,
 //!   with a debug log line each; one whose source does not exist is refused at
 //!   create, as ns mode (and runc) would.
+//! - `linux.resources.cpu.cpus`/`mems` name host CPUs and memory nodes; they size
+//!   the VM (its vCPU count, see `runtime::vm::sizing`) and are left out of the
+//!   guest's cgroup, whose CPUs are numbered from 0 (Kata does the same).
 
 use std::path::{Path, PathBuf};
 
@@ -112,7 +115,29 @@ pub fn guest_spec(spec: &Spec) -> Spec {
         let kept = mounts.into_iter().filter(|m| !is_bind_mount(m)).collect();
         spec.set_mounts(Some(kept));
     }
+    without_host_cpuset(&mut spec);
     spec
+}
+
+/// Drop `linux.resources.cpu.cpus`/`mems`: host CPU and node numbers.
+fn without_host_cpuset(spec: &mut Spec) {
+    let Some(mut linux) = spec.linux().clone() else {
+        return;
+    };
+    let Some(mut resources) = linux.resources().clone() else {
+        return;
+    };
+    let Some(mut cpu) = resources.cpu().clone() else {
+        return;
+    };
+    if cpu.cpus().is_none() && cpu.mems().is_none() {
+        return;
+    }
+    cpu.set_cpus(None);
+    cpu.set_mems(None);
+    resources.set_cpu(Some(cpu));
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
 }
 
 #[cfg(test)]
@@ -181,6 +206,24 @@ mod tests {
             message.contains("network namespace path /proc/1/ns/net"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn host_cpus_and_memory_nodes_stay_on_the_host() {
+        let spec = spec(serde_json::json!({"linux": {"resources": {"cpu": {
+            "cpus": "0-1", "mems": "0", "shares": 512
+        }}}}));
+        let guest = guest_spec(&spec);
+        let cpu = guest
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap();
+        let cpu = cpu.cpu().as_ref().unwrap();
+        assert_eq!((cpu.cpus(), cpu.mems()), (&None, &None));
+        assert_eq!(cpu.shares(), Some(512));
     }
 
     #[test]
