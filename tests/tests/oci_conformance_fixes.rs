@@ -272,3 +272,28 @@ fn vm_bind_mounts_written_as_options_stay_on_the_host() {
     assert_nothing_left(&env, &id);
     assert!(processes_mentioning(&id).is_empty());
 }
+
+#[test]
+fn oci_version_must_be_a_1x_semver_version() {
+    let Some(env) = Env::new() else { return };
+    for (n, version) in ["invalid", "2.0.0", "1.0"].iter().enumerate() {
+        let id = unique(&format!("ver{n}"));
+        let bundle = env.bundle(&format!("ver{n}"), &["true"], |c| {
+            c["ociVersion"] = Value::from(*version);
+        });
+        let (code, text) = env.rt(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_ne!(code, 0, "ociVersion {version} was accepted");
+        assert!(
+            text.contains(&format!("ociVersion \"{version}\"")),
+            "{version}: {text}"
+        );
+        assert_nothing_left(&env, &id);
+    }
+    // Pre-releases, as Docker 20.10 sends ("1.0.2-dev"), are versions too.
+    let id = unique("verdev");
+    let bundle = env.bundle("verdev", &["true"], |c| {
+        c["ociVersion"] = Value::from("1.0.2-dev");
+    });
+    let (code, text) = env.rt(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert_eq!(code, 0, "{text}");
+}

@@ -40,6 +40,8 @@ pub enum BundleError {
     },
     #[error("invalid {}: root is missing", path.display())]
     NoRoot { path: PathBuf },
+    #[error("invalid {}: ociVersion \"{version}\" is not a 1.x SemVer version", path.display())]
+    OciVersion { path: PathBuf, version: String },
     #[error("rootfs {} does not exist or is not a directory", path.display())]
     NoRootfs { path: PathBuf },
 }
@@ -144,6 +146,14 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, BundleError> {
             })
         }
     };
+    // runtime-spec: ociVersion MUST be SemVer; this runtime implements 1.x.
+    let version = spec.version();
+    if !semver::Version::parse(version).is_ok_and(|v| v.major == 1) {
+        return Err(BundleError::OciVersion {
+            path: config,
+            version: version.clone(),
+        });
+    }
     let Some(root) = spec.root() else {
         return Err(BundleError::NoRoot { path: config });
     };
