@@ -2,7 +2,8 @@
 //! config without `process` (create holds the container, start refuses),
 //! failing poststart/poststop hooks (a warning, the rest go on), and in vm mode
 //! `kill` of a created container, namespace paths and bind mounts written as
-//! options. The vm tests boot a VM each (about 2 s under TCG).
+//! options; and an ociVersion that is not a 1.x SemVer version. The vm tests
+//! boot a VM each (about 2 s under TCG).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
