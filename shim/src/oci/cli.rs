@@ -245,18 +245,58 @@ pub struct EventsArgs {
 /// `update`.
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
-    /// Memory limit in bytes.
-    #[arg(short, long)]
-    pub memory: Option<i64>,
-    /// CFS quota in microseconds.
+    /// Read the new limits from FILE, a JSON linux.resources object ("-": stdin);
+    /// the flags below override single fields of it.
+    #[arg(short, long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Block I/O weight (10 to 1000).
     #[arg(long)]
-    pub cpu_quota: Option<i64>,
+    pub blkio_weight: Option<u16>,
     /// CFS period in microseconds.
     #[arg(long)]
     pub cpu_period: Option<u64>,
-    /// Maximum number of processes.
+    /// CFS quota in microseconds (-1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_quota: Option<i64>,
+    /// Real-time period in microseconds (cgroup v1).
     #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// Real-time runtime in microseconds (cgroup v1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPUs the container may use (like 0-3,5).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use (like 0-1).
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Kernel memory limit: accepted and ignored (deprecated, as in runc).
+    #[arg(long, allow_negative_numbers = true, value_parser = super::update::parse_size)]
+    pub kernel_memory: Option<i64>,
+    /// Kernel TCP buffer limit (cgroup v1), in bytes or with a unit like 16m.
+    #[arg(long, allow_negative_numbers = true, value_parser = super::update::parse_size)]
+    pub kernel_memory_tcp: Option<i64>,
+    /// Memory limit, in bytes or with a unit like 512m (-1: unlimited).
+    #[arg(short, long, allow_negative_numbers = true, value_parser = super::update::parse_size)]
+    pub memory: Option<i64>,
+    /// Memory soft limit, in bytes or with a unit like 256m.
+    #[arg(long, allow_negative_numbers = true, value_parser = super::update::parse_size)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap limit, in bytes or with a unit like 1g (-1: unlimited swap).
+    #[arg(long, allow_negative_numbers = true, value_parser = super::update::parse_size)]
+    pub memory_swap: Option<i64>,
+    /// Maximum number of processes (0 or -1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema: refused, berth-runtime has no resctrl support.
+    #[arg(long, value_parser = super::update::refuse_resctrl)]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema: refused, berth-runtime has no resctrl support.
+    #[arg(long, value_parser = super::update::refuse_resctrl)]
+    pub mem_bw_schema: Option<String>,
     /// The container id.
     pub id: String,
 }
