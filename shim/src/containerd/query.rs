@@ -1,5 +1,8 @@
 //! `State`, `Pids`, `Stats` (`berth-runtime events --stats`) and `Update`.
 
+use std::fs::File;
+use std::io::Write;
+use std::process::Stdio;
 use std::sync::Arc;
 
 use containerd_shim::api::{
@@ -13,9 +16,11 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::ttrpc::Result as TtrpcResult;
 use containerd_shim::protos::types::task::ProcessInfo;
+use nix::fcntl::OFlag;
 use serde_json::Value;
 
 use super::process::Status;
+use super::runtime::CommandStdio;
 use super::service::Inner;
 use super::{internal, runtime};
 
@@ -126,30 +131,29 @@ pub fn stats(inner: &Arc<Inner>, req: StatsRequest) -> TtrpcResult<StatsResponse
     })
 }
 
-/// `Update`: the OCI LinuxResources (JSON in the Any) as `berth-runtime update` flags.
+/// `Update`: the OCI LinuxResources (JSON in the Any) passed unchanged to
+/// `berth-runtime update --resources -` on its stdin, so every field gets through.
 pub fn update(inner: &Arc<Inner>, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
     inner.process(&req.id, "")?;
     let Some(resources) = req.resources.as_ref() else {
         return Ok(Empty::default());
     };
-    let value: Value = serde_json::from_slice(&resources.value).map_err(internal)?;
-    let mut flags: Vec<String> = vec!["update".to_string()];
-    for (flag, path) in [
-        ("--memory", ["memory", "limit"]),
-        ("--cpu-quota", ["cpu", "quota"]),
-        ("--cpu-period", ["cpu", "period"]),
-        ("--pids-limit", ["pids", "limit"]),
-    ] {
-        if let Some(n) = value
-            .get(path[0])
-            .and_then(|v| v.get(path[1]))
-            .and_then(Value::as_i64)
-        {
-            flags.push(format!("{flag}={n}"));
-        }
-    }
-    flags.push(inner.id.clone());
-    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
-    runtime::run(&inner.namespace, &args).map_err(internal)?;
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(internal)?;
+    // A writer thread, so JSON larger than the pipe buffer cannot block the shim.
+    let json = resources.value.clone();
+    let writer = std::thread::spawn(move || File::from(write_end).write_all(&json));
+    let stdio = CommandStdio {
+        stdin: Some(Stdio::from(read_end)),
+        ..CommandStdio::default()
+    };
+    let args = ["update", "--resources", "-", inner.id.as_str()];
+    let result = runtime::run_with(&inner.namespace, &args, stdio);
+    let written = writer
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked")));
+    result.map_err(internal)?;
+    // berth-runtime succeeded, so it read the whole object: a failed write
+    // here means something else went wrong.
+    written.map_err(internal)?;
     Ok(Empty::default())
 }
