@@ -96,9 +96,11 @@ fn update_resources_json_on_stdin_changes_the_cgroup() {
     assert_eq!(cgroup::memory_limit(pid).unwrap(), "268435456");
 
     let resources = json!({
-        "memory": {"limit": 96 << 20},
+        // Zeros and empty strings mean "unset", as Docker sends them.
+        "memory": {"limit": 96 << 20, "reservation": 0, "kernel": 0},
         "pids": {"limit": 25},
-        "cpu": {"shares": 512},
+        "cpu": {"shares": 512, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+        "blockIO": {"weight": 0},
         // Device rules are ignored by update, as by runc: this would allow all.
         "devices": [{"allow": true, "access": "rwm"}],
     });

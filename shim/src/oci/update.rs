@@ -4,7 +4,9 @@
 //! The new limits come from `--resources FILE`, a JSON `linux.resources` object
 //! (`-` reads it from stdin, as containerd's shims pass it), and from the flags,
 //! which override single fields of that object. Fields left out keep their
-//! current values. Device rules in the JSON are ignored, as runc ignores them.
+//! current values, and so do zero or empty values (`"shares": 0`, `"cpus": ""`),
+//! which runc reads as unset and Docker sends for every field it knows. Device
+//! rules in the JSON are ignored, as runc ignores them.
 //! The applied limits are merged into the saved `config.json`, so a later update
 //! of only the CFS quota or only the period keeps the other.
 
@@ -63,6 +65,7 @@ pub fn update(global: &Global, args: &UpdateArgs) -> Result<(), CommandError> {
     };
     resources.set_devices(None);
     apply_flags(args, &mut resources);
+    drop_unset(&mut resources);
     let mut config = load_config(global, &record)?;
     fill_cpu_bandwidth(&mut resources, &config);
     if record.vm.is_some() {
@@ -163,6 +166,40 @@ fn apply_flags(args: &UpdateArgs, resources: &mut LinuxResources) {
         let mut pids = LinuxPids::default();
         pids.set_limit(limit);
         resources.set_pids(Some(pids));
+    }
+}
+
+/// A zero (or empty) value, kept only when not zero.
+fn set<T: Default + PartialEq>(value: Option<T>) -> Option<T> {
+    value.filter(|v| *v != T::default())
+}
+
+/// runc's `update` reads a zero or empty value as "leave as is", and Docker
+/// sends every field it knows, zero when the user did not set it (cpu shares,
+/// period, quota, cpuset, memory reservation...): drop those.
+fn drop_unset(resources: &mut LinuxResources) {
+    if let Some(cpu) = resources.cpu_mut() {
+        cpu.set_shares(set(cpu.shares()));
+        cpu.set_period(set(cpu.period()));
+        cpu.set_quota(set(cpu.quota()));
+        cpu.set_realtime_period(set(cpu.realtime_period()));
+        cpu.set_realtime_runtime(set(cpu.realtime_runtime()));
+        cpu.set_cpus(set(cpu.cpus().clone()));
+        cpu.set_mems(set(cpu.mems().clone()));
+    }
+    if let Some(memory) = resources.memory_mut() {
+        memory.set_limit(set(memory.limit()));
+        memory.set_reservation(set(memory.reservation()));
+        memory.set_swap(set(memory.swap()));
+        memory.set_kernel(set(memory.kernel()));
+        memory.set_kernel_tcp(set(memory.kernel_tcp()));
+    }
+    if let Some(io) = resources.block_io_mut() {
+        io.set_weight(set(io.weight()));
+        io.set_leaf_weight(set(io.leaf_weight()));
+    }
+    if resources.pids().is_some_and(|pids| pids.limit() == 0) {
+        resources.set_pids(None);
     }
 }
 
@@ -402,6 +439,31 @@ mod tests {
         assert!(parse_resources(r#"{"pids": {"limit": "many"}}"#).is_err());
         assert!(parse_resources("{").is_err());
         assert!(parse_resources("").is_err());
+    }
+
+    #[test]
+    fn zero_values_docker_sends_are_left_alone() {
+        // What dockerd 20.10 sends for `docker update --memory 96m --memory-swap 192m`.
+        let mut resources = parse_resources(
+            r#"{"memory": {"limit": 100663296, "reservation": 0, "swap": 201326592, "kernel": 0},
+                "cpu": {"shares": 0, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+                "blockIO": {"weight": 0}, "pids": {"limit": 0}}"#,
+        )
+        .unwrap();
+        drop_unset(&mut resources);
+        assert_eq!(
+            serde_json::to_value(&resources).unwrap(),
+            serde_json::json!({"memory": {"limit": 100663296, "swap": 201326592},
+                               "cpu": {}, "blockIO": {}})
+        );
+        // -1 (unlimited) is a value, not "unset".
+        let mut resources = parse_resources(
+            r#"{"memory": {"limit": -1, "swap": -1}, "cpu": {"quota": -1}, "pids": {"limit": -1}}"#,
+        )
+        .unwrap();
+        let before = resources.clone();
+        drop_unset(&mut resources);
+        assert_eq!(resources, before);
     }
 
     #[test]
