@@ -581,6 +581,21 @@ fn docker_detached_exec_stop_rm_with_berth_runtime() {
     {
         let limit = std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap();
         assert_eq!(limit.trim(), (64 << 20).to_string(), "docker run --memory");
+        // docker update: containerd's runc shim runs `berth-runtime update --resources -`.
+        d.ok(&["update", "--memory", "96m", "--memory-swap", "192m", &id]);
+        let limit = std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(
+            limit.trim(),
+            (96 << 20).to_string(),
+            "docker update --memory"
+        );
+        if let Ok(memsw) = std::fs::read_to_string(memory.join("memory.memsw.limit_in_bytes")) {
+            assert_eq!(
+                memsw.trim(),
+                (192 << 20).to_string(),
+                "docker update --memory-swap"
+            );
+        }
     }
     let self_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(
