@@ -77,6 +77,8 @@ pub enum CommandError {
     Processes(#[source] berth_agent::cgroups::CgroupError),
     #[error("invalid resource limits")]
     Limits(#[source] oci_spec::OciSpecError),
+    #[error("invalid resource limits")]
+    Resources(#[from] update::ResourcesError),
     #[error("cannot apply the new limits to the container's cgroup")]
     Apply(#[source] berth_agent::cgroups::CgroupError),
     #[error("cannot encode the output as JSON")]

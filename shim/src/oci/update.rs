@@ -58,9 +58,7 @@ pub fn update(global: &Global, args: &UpdateArgs) -> Result<(), CommandError> {
         return Err(CommandError::NotRunning(args.id.clone()));
     }
     let mut resources = match &args.resources {
-        Some(path) => read_resources(path).map_err(|e| {
-            CommandError::Limits(oci_spec::OciSpecError::Other(crate::error_chain(&e)))
-        })?,
+        Some(path) => read_resources(path)?,
         None => LinuxResources::default(),
     };
     resources.set_devices(None);
