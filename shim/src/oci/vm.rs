@@ -79,8 +79,6 @@ pub enum VmModeError {
     },
     #[error("cannot encode the exit status")]
     EncodeExit(#[source] serde_json::Error),
-    #[error("cannot find berth-runtime itself")]
-    CurrentExe(#[source] std::io::Error),
     #[error("cannot start the stdio relay")]
     SpawnRelay(#[source] std::io::Error),
     #[error("cannot check on the stdio relay")]
@@ -264,8 +262,10 @@ fn spawn_relay(
     interactive: bool,
     dir: &Path,
 ) -> Result<VmRecord, VmModeError> {
-    let exe = std::env::current_exe().map_err(VmModeError::CurrentExe)?;
-    let mut cmd = Command::new(exe);
+    // /proc/self/exe, not current_exe(): the running binary even when the file was
+    // replaced meanwhile (a package upgrade), whose old path then no longer exists.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("berth-runtime");
     cmd.arg("--root").arg(&global.root).arg("vm-relay");
     if let (true, Some(path)) = (terminal, &args.console_socket) {
         // The pty carries everything; the caller's fds are not held (a caller that

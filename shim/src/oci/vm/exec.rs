@@ -104,8 +104,6 @@ pub enum VmExecError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("cannot find berth-runtime itself")]
-    CurrentExe(#[source] std::io::Error),
     #[error("cannot start the exec relay")]
     SpawnRelay(#[source] std::io::Error),
     #[error("cannot check on the exec relay")]
@@ -224,8 +222,10 @@ fn run_relay(
     console: Option<PathBuf>,
     interactive: bool,
 ) -> Result<i32, VmExecError> {
-    let exe = std::env::current_exe().map_err(VmExecError::CurrentExe)?;
-    let mut cmd = Command::new(exe);
+    // /proc/self/exe, not current_exe(): the running binary even when the file was
+    // replaced meanwhile (a package upgrade), whose old path then no longer exists.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("berth-runtime");
     cmd.arg("--root")
         .arg(&global.root)
         .arg("vm-relay")
