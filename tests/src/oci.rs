@@ -276,3 +276,71 @@ pub fn process_alive(pid: i64) -> bool {
         Err(_) => false,
     }
 }
+
+/// podman with its own storage under the test's directory and berth-runtime as
+/// its runtime, with the busybox rootfs imported as [`Podman::IMAGE`].
+pub struct Podman {
+    bin: PathBuf,
+    storage: PathBuf,
+    runtime: PathBuf,
+}
+
+impl Podman {
+    /// The image every podman test runs.
+    pub const IMAGE: &'static str = "localhost/ocibusybox:latest";
+    /// Fixed nofile/nproc limits for `run`: podman's defaults (1048576, 4194304)
+    /// need CAP_SYS_RESOURCE, which sandboxed hosts may lack.
+    pub const ULIMITS: [&'static str; 4] = [
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+
+    /// None (after printing why) when podman is missing or cannot import here.
+    pub fn new(env: &Env) -> Option<Podman> {
+        let Some(bin) = crate::find_program("podman") else {
+            println!("skipped: podman is not installed (apt-get install -y podman)");
+            return None;
+        };
+        let podman = Podman {
+            bin,
+            storage: env.dir.path().join("podman"),
+            runtime: env.bin.clone(),
+        };
+        let tarball = busybox_tarball();
+        let out = podman.output(&["import", tarball.to_str().unwrap(), Self::IMAGE]);
+        if !out.status.success() {
+            println!(
+                "skipped: podman cannot import an image here: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(podman)
+    }
+
+    /// Run `podman ARGS` with stdin from /dev/null.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("--root")
+            .arg(self.storage.join("root"))
+            .arg("--runroot")
+            .arg(self.storage.join("run"))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(&self.runtime)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Run `podman ARGS`: its exit code and stdout followed by stderr.
+    pub fn run(&self, args: &[&str]) -> (i32, String) {
+        let out = self.output(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    }
+}

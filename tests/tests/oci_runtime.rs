@@ -5,13 +5,11 @@
 use std::fs::File;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_e2e::busybox_tarball;
 use berth_e2e::oci::{
     cgroup_dirs, process_alive, processes_mentioning, receive_fd, unique, vm_bundle, vm_env,
-    walkdir, Env,
+    walkdir, Env, Podman,
 };
 use serde_json::Value;
 
@@ -471,53 +469,16 @@ fn bad_bundles_fail_clearly_and_leave_nothing() {
 #[test]
 fn podman_runs_with_berth_runtime() {
     let Some(env) = Env::new() else { return };
-    let Some(podman) = berth_e2e::find_program("podman") else {
-        println!("skipped: podman is not installed (apt-get install -y podman)");
+    let Some(podman) = Podman::new(&env) else {
         return;
     };
-    let storage = env.dir.path().join("podman");
-    let base = |cmd: &mut Command| {
-        cmd.arg("--root")
-            .arg(storage.join("root"))
-            .arg("--runroot")
-            .arg(storage.join("run"))
-            .arg("--cgroup-manager")
-            .arg("cgroupfs")
-            .arg("--events-backend")
-            .arg("file");
-    };
-    let mut import = Command::new(&podman);
-    base(&mut import);
-    let out = import
-        .arg("import")
-        .arg(busybox_tarball())
-        .arg("localhost/ocibusybox:latest")
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        println!(
-            "skipped: podman cannot import an image here: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return;
-    }
-    let mut run = Command::new(&podman);
-    base(&mut run);
-    let out = run
-        .arg("--runtime")
-        .arg(&env.bin)
-        // Fixed nofile/nproc limits: podman's defaults (1048576, 4194304) need
-        // CAP_SYS_RESOURCE, which sandboxed hosts may lack.
-        .args(["run", "--rm", "--network", "none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ])
-        .args(["localhost/ocibusybox:latest", "echo", "hi"])
-        .output()
-        .unwrap();
+    let args = [
+        &["run", "--rm", "--network", "none"][..],
+        &Podman::ULIMITS,
+        &[Podman::IMAGE, "echo", "hi"],
+    ]
+    .concat();
+    let out = podman.output(&args);
     assert!(
         out.status.success(),
         "podman run failed: {}",

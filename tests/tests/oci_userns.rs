@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::busybox_tarball;
-use berth_e2e::oci::{cgroup_dirs, process_alive, unique, Env};
+use berth_e2e::oci::{cgroup_dirs, process_alive, unique, Env, Podman};
 use serde_json::{json, Value};
 
 /// The first host id the tests map container root to, and how many ids.
@@ -466,58 +465,17 @@ fn no_pivot_moves_the_root_into_place() {
 #[test]
 fn podman_runs_a_user_namespace_with_berth_runtime() {
     let Some(env) = userns_env() else { return };
-    let Some(podman) = berth_e2e::find_program("podman") else {
-        println!("skipped: podman is not installed (apt-get install -y podman)");
+    let Some(podman) = Podman::new(&env) else {
         return;
     };
-    let storage = env.dir.path().join("podman");
-    let base = |cmd: &mut Command| {
-        cmd.arg("--root")
-            .arg(storage.join("root"))
-            .arg("--runroot")
-            .arg(storage.join("run"))
-            .arg("--cgroup-manager")
-            .arg("cgroupfs")
-            .arg("--events-backend")
-            .arg("file");
-    };
-    let mut import = Command::new(&podman);
-    base(&mut import);
-    let out = import
-        .arg("import")
-        .arg(busybox_tarball())
-        .arg("localhost/ocibusybox:latest")
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        println!(
-            "skipped: podman cannot import an image here: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return;
-    }
-    let mut run = Command::new(&podman);
-    base(&mut run);
-    let out = run
-        .arg("--runtime")
-        .arg(&env.bin)
-        .args(["run", "--rm", "--network", "none"])
-        .args(["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"])
-        // Fixed limits: podman's defaults need CAP_SYS_RESOURCE, which sandboxed hosts may lack.
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ])
-        .args([
-            "localhost/ocibusybox:latest",
-            "sh",
-            "-c",
-            "id -u; cat /proc/self/uid_map",
-        ])
-        .output()
-        .unwrap();
+    let args = [
+        &["run", "--rm", "--network", "none"][..],
+        &["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"],
+        &Podman::ULIMITS,
+        &[Podman::IMAGE, "sh", "-c", "id -u; cat /proc/self/uid_map"],
+    ]
+    .concat();
+    let out = podman.output(&args);
     assert!(
         out.status.success(),
         "podman run failed: {}",

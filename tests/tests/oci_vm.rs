@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_e2e::oci::{processes_mentioning, receive_fd, unique, vm_bundle, vm_env, Env};
+use berth_e2e::oci::{processes_mentioning, receive_fd, unique, vm_bundle, vm_env, Env, Podman};
 use serde_json::Value;
 
 /// A vm-mode bundle running `args`, edited by `edit`.
@@ -581,34 +581,10 @@ fn vm_create_and_start_container_hooks_run_in_the_guest() {
 #[test]
 fn vm_podman_exec_pause_and_unpause() {
     let Some(env) = vm_env() else { return };
-    let Some(podman) = berth_e2e::find_program("podman") else {
-        println!("skipped: podman is not installed (apt-get install -y podman)");
+    let Some(podman) = Podman::new(&env) else {
         return;
     };
-    let storage = env.dir.path().join("podman");
-    let podman = |args: &[&str]| {
-        let out = Command::new(&podman)
-            .arg("--root")
-            .arg(storage.join("root"))
-            .arg("--runroot")
-            .arg(storage.join("run"))
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .arg("--runtime")
-            .arg(&env.bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
-    };
-    let tarball = berth_e2e::busybox_tarball();
-    let (code, text) = podman(&["import", tarball.to_str().unwrap(), "localhost/vmbusybox"]);
-    if code != 0 {
-        println!("skipped: podman cannot import an image here: {text}");
-        return;
-    }
+    let podman = |args: &[&str]| podman.run(args);
     let name = unique("podvm");
     let (code, text) = podman(&[
         "run",
@@ -623,7 +599,7 @@ fn vm_podman_exec_pause_and_unpause() {
         "nproc=1024:1024",
         "--annotation",
         "io.berth.runtime=vm",
-        "localhost/vmbusybox",
+        Podman::IMAGE,
         "sleep",
         "600",
     ]);
