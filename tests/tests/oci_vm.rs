@@ -58,6 +58,28 @@ fn rt_to(env: &Env, args: &[&str], out: &Path) -> (i32, Duration) {
     }
 }
 
+/// `exec --detach --pid-file DIR/NAME.pid` of `command` in container `id`, its
+/// output going to DIR/NAME.out; asserts it succeeded. The relay's pid (from the
+/// pid file), the output file and how long exec took to return.
+fn exec_detached(env: &Env, id: &str, name: &str, command: &[&str]) -> (i32, PathBuf, Duration) {
+    let pid_file = env.dir.path().join(format!("{name}.pid"));
+    let out = env.dir.path().join(format!("{name}.out"));
+    let args = [
+        &[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+        ][..],
+        command,
+    ]
+    .concat();
+    let (code, took) = rt_to(env, &args, &out);
+    assert_eq!(code, 0, "{}", read(&out));
+    (pid_from(&pid_file), out, took)
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -194,26 +216,9 @@ fn vm_exec_detached_and_with_a_terminal_is_proxied_by_a_relay() {
 
     // Detached: the pid file names the relay, whose exit mirrors the process's
     // and which keeps relaying output after berth-runtime returned.
-    let pid_file = env.dir.path().join("exec1.pid");
-    let exec_out = env.dir.path().join("exec1.out");
     let script = "echo out-$((6*7)); sleep 1; echo err >&2; exit 5";
-    let (code, took) = rt_to(
-        &env,
-        &[
-            "exec",
-            "--detach",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-            &id,
-            "sh",
-            "-c",
-            script,
-        ],
-        &exec_out,
-    );
-    assert_eq!(code, 0, "{}", read(&exec_out));
+    let (relay, exec_out, took) = exec_detached(&env, &id, "exec1", &["sh", "-c", script]);
     println!("vm exec --detach: returned after {took:?}");
-    let relay = pid_from(&pid_file);
     let cmdline = std::fs::read(format!("/proc/{relay}/cmdline")).unwrap();
     assert!(
         String::from_utf8_lossy(&cmdline).contains("vm-relay"),
@@ -224,48 +229,16 @@ fn vm_exec_detached_and_with_a_terminal_is_proxied_by_a_relay() {
     assert!(text.contains("out-42") && text.contains("err"), "{text}");
 
     // A signal to the relay reaches the guest process.
-    let pid_file = env.dir.path().join("exec2.pid");
-    let exec_out = env.dir.path().join("exec2.out");
     let script = "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.1; done";
-    let (code, _) = rt_to(
-        &env,
-        &[
-            "exec",
-            "-d",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-            &id,
-            "sh",
-            "-c",
-            script,
-        ],
-        &exec_out,
-    );
-    assert_eq!(code, 0, "{}", read(&exec_out));
+    let (relay, exec_out, _) = exec_detached(&env, &id, "exec2", &["sh", "-c", script]);
     wait_for_text(&exec_out, "ready");
-    let relay = pid_from(&pid_file);
     kill(relay, libc::SIGTERM);
     assert_eq!(reap(relay), 42);
     assert!(read(&exec_out).contains("got-term"));
 
     // SIGKILL cannot be forwarded: the relay's guard kills the guest process.
-    let pid_file = env.dir.path().join("exec3.pid");
-    let (code, _) = rt_to(
-        &env,
-        &[
-            "exec",
-            "-d",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-            &id,
-            "sleep",
-            "333",
-        ],
-        &out,
-    );
-    assert_eq!(code, 0, "{}", read(&out));
+    let (relay, _, _) = exec_detached(&env, &id, "exec3", &["sleep", "333"]);
     assert!(env.ok(&["ps", &id]).contains("sleep 333"));
-    let relay = pid_from(&pid_file);
     kill(relay, libc::SIGKILL);
     assert_eq!(reap(relay), 128 + libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(10);
